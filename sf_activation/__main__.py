@@ -1,0 +1,5 @@
+import sys
+
+from sf_activation.cli import main
+
+sys.exit(main())

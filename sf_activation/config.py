@@ -1,0 +1,125 @@
+"""Settings read from the environment (the variables listed in DESIGN.md and the README)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+
+DEFAULT_WAREHOUSE_URL = "duckdb:///.sf_activation/warehouse.duckdb"
+DEFAULT_MODELS_DIR = "models"
+DEFAULT_STATE_URL = ".sf_activation/state"
+DEFAULT_REJECTS_URL = ".sf_activation/rejects"
+DEFAULT_LOGIN_URL = "https://login.salesforce.com"
+DEFAULT_API_VERSION = "62.0"
+
+
+class SalesforceSettings(BaseModel):
+    """How to reach and authenticate against one Salesforce org.
+
+    The auth flow is chosen by which variables are set: a ready session (instance URL +
+    access token), refresh token, JWT bearer (username + private key file), password, or
+    client credentials (client id + secret alone, on a My Domain login URL).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    instance_url: str | None = None
+    access_token: SecretStr | None = None
+    login_url: str = DEFAULT_LOGIN_URL
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    security_token: SecretStr | None = None
+    private_key_file: Path | None = None
+    api_version: str = DEFAULT_API_VERSION
+    ca_bundle: Path | None = None
+    # Stop a run cleanly before it spends more than this share of the org's daily API calls.
+    max_api_usage_share: float = 0.8
+
+    @field_validator("api_version")
+    @classmethod
+    def _api_version_is_numeric(cls, value: str) -> str:
+        value = value.removeprefix("v")
+        try:
+            float(value)
+        except ValueError as exc:
+            raise ValueError(f"SALESFORCE_API_VERSION must look like 62.0, got {value!r}") from exc
+        return value
+
+    @property
+    def auth_flow(self) -> str:
+        """Name of the flow these settings select, for messages and metadata."""
+        if self.refresh_token is not None:
+            return "refresh_token"
+        if self.username and self.private_key_file:
+            return "jwt_bearer"
+        if self.username and self.password is not None:
+            return "password"
+        if self.client_id and self.client_secret is not None:
+            return "client_credentials"
+        if self.instance_url and self.access_token is not None:
+            return "access_token"
+        return "none"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SalesforceSettings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value if value else None
+
+        values = {
+            "instance_url": get("SALESFORCE_INSTANCE_URL"),
+            "access_token": get("SALESFORCE_ACCESS_TOKEN"),
+            "login_url": get("SALESFORCE_LOGIN_URL") or DEFAULT_LOGIN_URL,
+            "client_id": get("SALESFORCE_CLIENT_ID"),
+            "client_secret": get("SALESFORCE_CLIENT_SECRET"),
+            "refresh_token": get("SALESFORCE_REFRESH_TOKEN"),
+            "username": get("SALESFORCE_USERNAME"),
+            "password": get("SALESFORCE_PASSWORD"),
+            "security_token": get("SALESFORCE_SECURITY_TOKEN"),
+            "private_key_file": get("SALESFORCE_PRIVATE_KEY_FILE"),
+            "api_version": get("SALESFORCE_API_VERSION") or DEFAULT_API_VERSION,
+            "ca_bundle": get("SALESFORCE_CA_BUNDLE"),
+        }
+        share = get("SF_ACTIVATION_MAX_API_USAGE")
+        if share is not None:
+            values["max_api_usage_share"] = float(share)
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+
+class Settings(BaseModel):
+    """Everything a sync run reads from the environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    warehouse_url: SecretStr = SecretStr(DEFAULT_WAREHOUSE_URL)
+    models_dir: Path = Path(DEFAULT_MODELS_DIR)
+    state_url: str = DEFAULT_STATE_URL
+    rejects_url: str = DEFAULT_REJECTS_URL
+    rejects_sse: str | None = None  # S3 server-side encryption: AES256 or aws:kms
+    dbt_target_dir: Path | None = None
+    salesforce: SalesforceSettings = SalesforceSettings()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str | None = None) -> str | None:
+            return env.get(name) or default
+
+        return cls(
+            warehouse_url=SecretStr(get("SF_ACTIVATION_WAREHOUSE_URL", DEFAULT_WAREHOUSE_URL)),
+            models_dir=Path(get("SF_ACTIVATION_MODELS_DIR", DEFAULT_MODELS_DIR)),
+            state_url=get("SF_ACTIVATION_STATE_URL", DEFAULT_STATE_URL),
+            rejects_url=get("SF_ACTIVATION_REJECTS_URL", DEFAULT_REJECTS_URL),
+            rejects_sse=get("SF_ACTIVATION_REJECTS_SSE"),
+            dbt_target_dir=get("SF_ACTIVATION_DBT_TARGET_DIR"),
+            salesforce=SalesforceSettings.from_env(env),
+        )
