@@ -1,9 +1,29 @@
-"""The `sf-activation` command."""
+"""The `sf-activation` command: validate, plan, sync, rejects, emulator.
+
+Exit status: 0 the command completed (rejected rows are not a failure of a run);
+1 the run could not complete (warehouse, Salesforce, storage); 2 bad usage or a model file
+that cannot work; 3 refused for safety (a mirror run that would delete too much).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -11,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sf-activation",
         description="Sync warehouse models into Salesforce (reverse ETL).",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from sf_activation.emulator.server import configure_parser as configure_emulator
@@ -23,7 +43,203 @@ def build_parser() -> argparse.ArgumentParser:
             description="Run a local Salesforce REST + Bulk API 2.0 emulator.",
         )
     )
+
+    validate = commands.add_parser(
+        "validate", help="check every model against the warehouse and Salesforce describe"
+    )
+    validate.add_argument("models", nargs="*", metavar="MODEL", help="default: every model")
+    validate.add_argument("--json", action="store_true", help="print results as JSON")
+
+    for name, text in (
+        ("plan", "dry run: what a sync would send (sends nothing)"),
+        ("sync", "sync one model into Salesforce"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("model", metavar="MODEL", help="model name (models/<name>.yml) or path")
+        sub.add_argument(
+            "--full-resync", action="store_true", help="send every row, changed or not"
+        )
+        sub.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+        sub.add_argument(
+            "--allow-deletes",
+            action="store_true",
+            help="mirror: allow deleting more than the model's max_delete_rate",
+        )
+        if name == "sync":
+            sub.add_argument("--run-id", help="run id to record (default: a new one)")
+
+    rejects = commands.add_parser("rejects", help="show the rows a run rejected")
+    rejects.add_argument("model", metavar="MODEL")
+    rejects.add_argument("--run", dest="run_id", help="run id (default: the latest run)")
+    rejects.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    rejects.add_argument("--json", action="store_true", help="print JSON Lines")
     return parser
+
+
+def _load_spec(model: str, settings: Any) -> Any:
+    from sf_activation.models import load_model
+
+    path = Path(model)
+    if path.suffix not in (".yml", ".yaml"):
+        path = settings.models_dir / f"{model}.yml"
+    if not path.exists():
+        raise CommandError(f"no model {model!r}: {path} does not exist", EXIT_USAGE)
+    return load_model(path)
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    Console().print(table)
+
+
+def _progress_reporter() -> tuple[Any, Any]:
+    """A progress bar on a terminal; nothing when output is piped (cron, CI, Dagster)."""
+    if not sys.stderr.isatty():
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True
+    )
+    tasks: dict[str, Any] = {}
+
+    def report(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = progress.add_task(phase, total=total or None)
+        progress.update(tasks[phase], completed=done, total=total or None)
+
+    return progress, report
+
+
+SUMMARY_ORDER = (
+    "rows",
+    "invalid",
+    "added",
+    "changed",
+    "unchanged",
+    "pending",
+    "removed",
+    "sent",
+    "succeeded",
+    "failed",
+    "retried",
+    "deleted",
+    "rejected",
+    "api_calls",
+    "transport",
+    "duration_s",
+)
+
+
+def _print_summary(summary: Any, verb: str) -> None:
+    data = summary.to_dict()
+    print(f"{verb} {data['model']} ({data['operation']} {data['object']}), run {data['run_id']}")
+    print("  " + "  ".join(f"{k}={data[k]}" for k in SUMMARY_ORDER if k in data))
+    for change in data.get("sample_changes") or []:
+        print(f"  ~ {json.dumps(change, default=str, ensure_ascii=False)}")
+    if data.get("reject_codes"):
+        codes = ", ".join(f"{code}: {n}" for code, n in sorted(data["reject_codes"].items()))
+        print(f"  rejected by reason: {codes}")
+    if data.get("rejects_url"):
+        print(f"  rejects: {data['rejects_url']}")
+    if data.get("stopped_reason"):
+        print(f"  stopped early: {data['stopped_reason']} (unsent rows stay pending)")
+
+
+def _cmd_plan_or_sync(args: argparse.Namespace, settings: Any) -> int:
+    from sf_activation.sync import SyncRun
+
+    spec = _load_spec(args.model, settings)
+    progress, report = _progress_reporter()
+    run = SyncRun(
+        spec,
+        settings,
+        full_resync=args.full_resync,
+        allow_deletes=args.allow_deletes,
+        run_id=getattr(args, "run_id", None),
+        progress=report,
+    )
+    if progress is not None:
+        progress.start()
+    try:
+        summary = run.dry_run() if args.command == "plan" else run.execute()
+    finally:
+        if progress is not None:
+            progress.stop()
+    if args.json:
+        data = summary.to_dict()
+        data.pop("reject_sample", None)
+        print(json.dumps(data, default=str, ensure_ascii=False))
+    else:
+        _print_summary(summary, "planned" if args.command == "plan" else "synced")
+    return EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace, settings: Any) -> int:
+    from sf_activation.validation import validate_models
+
+    results = validate_models(settings, only=args.models or None)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for result in results:
+            mark = "ok " if result["ok"] else "ERR"
+            print(f"{mark} {result['model']}: {result['message']}")
+    return EXIT_OK if all(r["ok"] for r in results) else EXIT_USAGE
+
+
+def _cmd_rejects(args: argparse.Namespace, settings: Any) -> int:
+    from sf_activation.rejects import read_rejects
+
+    chosen, rows = read_rejects(settings.rejects_url, args.model, args.run_id, args.limit)
+    if chosen is None:
+        print(f"no rejected rows recorded for {args.model}", file=sys.stderr)
+        return EXIT_OK
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return EXIT_OK
+    print(f"{chosen.url} (run {chosen.run_id})")
+    table_rows = [
+        {
+            "primary_key": r.get("primary_key"),
+            "error_code": r.get("error_code"),
+            "message": (r.get("message") or "")[:100],
+            "fields": ",".join(r.get("fields") or []),
+            "attempts": r.get("attempts"),
+        }
+        for r in rows
+    ]
+    _print_table(table_rows, ["primary_key", "error_code", "message", "fields", "attempts"])
+    return EXIT_OK
+
+
+def _describe_error(exc: BaseException) -> tuple[str, int]:
+    """One line a user understands, and the exit status, for the errors we expect."""
+    from sf_activation.diff import DeleteRateExceeded
+    from sf_activation.models import ModelError
+    from sf_activation.rejects import RejectsError
+    from sf_activation.salesforce.errors import MappingError, SalesforceError
+    from sf_activation.warehouse import WarehouseError
+
+    if isinstance(exc, CommandError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, ModelError | MappingError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, DeleteRateExceeded):
+        return str(exc), EXIT_REFUSED
+    if isinstance(exc, SalesforceError):
+        return f"Salesforce: {exc}", EXIT_FAILED
+    if isinstance(exc, WarehouseError):
+        return f"warehouse: {exc}", EXIT_FAILED
+    if isinstance(exc, RejectsError):
+        return f"rejects: {exc}", EXIT_FAILED
+    return f"{type(exc).__name__}: {exc}", EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +249,31 @@ def main(argv: list[str] | None = None) -> int:
         from sf_activation.emulator.server import run as run_emulator
 
         return run_emulator(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        from sf_activation.config import Settings
+
+        settings = Settings.from_env()
+        handlers = {
+            "validate": _cmd_validate,
+            "plan": _cmd_plan_or_sync,
+            "sync": _cmd_plan_or_sync,
+            "rejects": _cmd_rejects,
+        }
+        return handlers[args.command](args, settings)
+    except KeyboardInterrupt:
+        print("sf-activation: interrupted; confirmed rows are saved, rerun to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        message, code = _describe_error(exc)
+        print(f"sf-activation: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

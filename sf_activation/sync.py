@@ -1,0 +1,526 @@
+"""One sync run of one model — the single code path behind the CLI and the Dagster assets.
+
+load model → validate mapping against describe (fail before sending) → plan → send →
+reconcile outcomes → commit confirmed rows to state batch by batch → publish rejects →
+compact state → summary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sf_activation.config import Settings
+from sf_activation.diff import Plan, check_delete_rate, plan_changes
+from sf_activation.models import ModelSpec, check_columns
+from sf_activation.rejects import RejectSink
+from sf_activation.salesforce.client import (
+    RecordOutcome,
+    SalesforceClient,
+    SendReport,
+    SendRequest,
+    choose_transport,
+)
+from sf_activation.salesforce.coerce import coerce_batch
+from sf_activation.salesforce.describe import validate_mapping
+from sf_activation.state import StateStore
+from sf_activation.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str, int, int], None]
+"""progress(phase, done, total): phase is 'plan', 'send' or 'delete'; total may be 0 if unknown."""
+
+META_COLUMNS = ("__pk", "__hash", "__sf_id", "__class", "__error_code", "__error_message")
+# Salesforce answers these when the record is already gone: the delete is done.
+ALREADY_DELETED = {"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"}
+SEND_BATCH_ROWS = 10_000  # rows handed to the client at a time (bounded memory)
+SOQL_IN_BATCH = 200  # external ids per lookup query: keeps the URL well under 16 KB
+
+
+class AccountingError(RuntimeError):
+    """Rows went missing between plan, send and outcome: a bug, never a silent loss."""
+
+
+def new_run_id() -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class SyncSummary:
+    model: str
+    object: str
+    operation: str
+    run_id: str
+    transport: str
+    dry_run: bool = False
+    full_resync: bool = False
+    rows: int = 0
+    invalid: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    pending: int = 0
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rejected: int = 0
+    retried: int = 0
+    deleted: int = 0
+    api_calls: int = 0
+    rejects_url: str | None = None
+    duration_s: float = 0.0
+    bulk_job_ids: list[str] = field(default_factory=list)
+    reject_codes: dict[str, int] = field(default_factory=dict)
+    reject_sample: list[dict[str, Any]] = field(default_factory=list)
+    sample_changes: list[dict[str, Any]] = field(default_factory=list)
+    stopped_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _InFlight:
+    """Batches handed to the client, kept until every row has its outcome."""
+
+    batches: dict[int, pa.RecordBatch] = field(default_factory=dict)
+    remaining: dict[int, int] = field(default_factory=dict)
+
+    def add(self, number: int, batch: pa.RecordBatch) -> None:
+        self.batches[number] = batch
+        self.remaining[number] = batch.num_rows
+
+    def settle(self, number: int, count: int) -> None:
+        self.remaining[number] -= count
+        if self.remaining[number] <= 0:
+            del self.remaining[number]
+            del self.batches[number]
+
+
+def _field_columns(batch: pa.RecordBatch) -> list[str]:
+    return [name for name in batch.schema.names if not name.startswith("__")]
+
+
+def _row_record(batch: pa.RecordBatch, row: int, columns: list[str]) -> dict[str, Any]:
+    return {name: batch.column(name)[row].as_py() for name in columns}
+
+
+class SyncRun:
+    """A run of one model. `plan()` touches nothing in Salesforce; `execute()` sends."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        settings: Settings,
+        *,
+        client: SalesforceClient | None = None,
+        run_id: str | None = None,
+        full_resync: bool = False,
+        allow_deletes: bool = False,
+        progress: ProgressCallback | None = None,
+        work_dir: Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.client = client or SalesforceClient.from_settings(settings.salesforce)
+        self.run_id = run_id or new_run_id()
+        self.full_resync = full_resync
+        self.allow_deletes = allow_deletes
+        self.progress = progress or (lambda phase, done, total: None)
+        self._own_work_dir = work_dir is None
+        self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix=f"sf-activation-{spec.name}-"))
+        self.state = StateStore(settings.state_url, spec.name)
+        self.summary = SyncSummary(
+            model=spec.name,
+            object=spec.object,
+            operation=spec.operation,
+            run_id=self.run_id,
+            transport=spec.transport,
+            full_resync=full_resync,
+        )
+        self._plan: Plan | None = None
+        self._commit_seq = 0
+        self._api_calls_at_start = self.client.api_calls
+
+    # ---------------------------------------------------------------- plan
+    def plan(self) -> Plan:
+        spec = self.spec
+        describe = self.client.describe(spec.object)
+        validate_mapping(spec, describe, self.client.describe)
+        with Warehouse.from_url(self.settings.warehouse_url.get_secret_value()) as warehouse:
+            check_columns(spec, warehouse.columns(spec.sql_text))
+            state_table = self.state.load()
+            rows_read = 0
+
+            def coerced() -> Iterator[pa.RecordBatch]:
+                nonlocal rows_read
+                for batch in warehouse.iter_batches(spec.sql_text):
+                    rows_read += batch.num_rows
+                    self.progress("plan", rows_read, 0)
+                    yield coerce_batch(
+                        batch,
+                        primary_key=spec.primary_key,
+                        field_map=spec.fields,
+                        describe=describe,
+                    )
+
+            plan = plan_changes(
+                coerced(), state_table, full_resync=self.full_resync, work_dir=self.work_dir
+            )
+        counts = plan.counts
+        for name in ("rows", "invalid", "added", "changed", "unchanged", "pending", "removed"):
+            setattr(self.summary, name, int(counts.get(name, 0)))
+        if spec.operation != "mirror":
+            self.summary.removed = 0
+        self.summary.sample_changes = plan.sample_changes(5)
+        accounted = sum(
+            self.summary.__dict__[k] for k in ("invalid", "added", "changed", "unchanged", "pending")
+        )
+        if accounted != self.summary.rows:
+            raise AccountingError(
+                f"{spec.name}: plan classified {accounted} of {self.summary.rows} rows"
+            )
+        if spec.operation == "mirror" and not self.allow_deletes:
+            check_delete_rate(plan, spec)
+        to_send = self.summary.added + self.summary.changed + self.summary.pending
+        if self.full_resync:
+            to_send += self.summary.unchanged
+        self.summary.transport = choose_transport(to_send, spec.transport, spec.bulk_threshold)
+        self._plan = plan
+        return plan
+
+    def dry_run(self) -> SyncSummary:
+        start = time.monotonic()
+        try:
+            self.plan()
+        finally:
+            self._cleanup()
+        self.summary.dry_run = True
+        self.summary.api_calls = self.client.api_calls - self._api_calls_at_start
+        self.summary.duration_s = round(time.monotonic() - start, 3)
+        return self.summary
+
+    # ---------------------------------------------------------------- send
+    def execute(self) -> SyncSummary:
+        start = time.monotonic()
+        try:
+            plan = self._plan or self.plan()
+            sink = RejectSink(
+                rejects_url=self.settings.rejects_url,
+                model=self.spec.name,
+                object_name=self.spec.object,
+                operation=self.spec.operation,
+                run_id=self.run_id,
+                redact=self.spec.redact,
+                sse=self.settings.rejects_sse,
+            )
+            try:
+                self._reject_invalid(plan, sink)
+                self._send_changes(plan, sink)
+                if self.spec.operation == "mirror":
+                    self._delete_removed(plan, sink)
+                # Rejects are published before the state is compacted: if the store cannot be
+                # written the run fails, and the rejected rows stay pending for the next run.
+                self.summary.rejects_url = sink.publish()
+            finally:
+                sink.discard()
+            self.state.compact()
+            self.summary.rejected = self.summary.invalid + self.summary.failed
+            self.summary.reject_codes = dict(sink.codes)
+            self.summary.reject_sample = sink.sample
+            self._check_accounting()
+        finally:
+            self.summary.api_calls = self.client.api_calls - self._api_calls_at_start
+            self.summary.duration_s = round(time.monotonic() - start, 3)
+            self._cleanup()
+        return self.summary
+
+    def _cleanup(self) -> None:
+        if self._plan is not None:
+            close = getattr(self._plan, "close", None)
+            if close:
+                close()
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _check_accounting(self) -> None:
+        s = self.summary
+        if s.sent != s.succeeded + s.failed + s.retried:
+            raise AccountingError(
+                f"{s.model}: sent {s.sent} but succeeded {s.succeeded} + failed {s.failed}"
+                f" + retried {s.retried} = {s.succeeded + s.failed + s.retried}"
+            )
+
+    def _reject_invalid(self, plan: Plan, sink: RejectSink) -> None:
+        for batch in plan.iter_invalid():
+            columns = _field_columns(batch)
+            codes = batch.column("__error_code").to_pylist()
+            messages = batch.column("__error_message").to_pylist()
+            pks = batch.column("__pk").to_pylist()
+            for row in range(batch.num_rows):
+                sink.add(
+                    primary_key=pks[row],
+                    record=_row_record(batch, row, columns),
+                    error_code=codes[row] or "INVALID_ROW",
+                    message=messages[row] or "",
+                    transport="none",
+                    fields=[],
+                )
+
+    # The send path is shared by every operation; only the request and the rows differ.
+    def _send_changes(self, plan: Plan, sink: RejectSink) -> None:
+        spec = self.spec
+        batches: Iterable[pa.RecordBatch] = plan.iter_to_send(batch_rows=SEND_BATCH_ROWS)
+        operation = spec.write_operation
+        if operation == "insert":
+            # Rows already created once (changed, or pending with an Id) are updated by their
+            # recorded Id; only rows Salesforce has never accepted are inserted. The plan is
+            # on disk, so two passes cost a query each, not memory.
+            self._send("insert", map(_without_recorded_id, batches), sink, external_id=None)
+            updates = plan.iter_to_send(batch_rows=SEND_BATCH_ROWS)
+            self._send("update", map(_with_recorded_id, updates), sink, external_id=None)
+            return
+        if operation in ("update", "delete") and "Id" not in spec.fields.values():
+            batches = self._resolve_ids(batches, sink)
+        if operation == "delete":
+            batches = (_only_id(b) for b in batches)
+        self._send(operation, batches, sink, external_id=spec.external_id)
+
+    def _send(
+        self,
+        operation: str,
+        batches: Iterable[pa.RecordBatch],
+        sink: RejectSink,
+        *,
+        external_id: str | None,
+    ) -> SendReport | None:
+        in_flight = _InFlight()
+        counter = iter(range(1 << 62))
+        total = self.summary.added + self.summary.changed + self.summary.pending
+        done = 0
+
+        def keyed() -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                number = next(counter)
+                in_flight.add(number, batch)
+                keys = pa.array([f"{number}:{row}" for row in range(batch.num_rows)], pa.string())
+                payload = batch.select(_field_columns(batch)).append_column("__key", keys)
+                yield payload
+
+        def on_outcomes(outcomes: list[RecordOutcome]) -> None:
+            nonlocal done
+            done += len(outcomes)
+            self.progress("send", done, total)
+            self._reconcile(outcomes, in_flight, sink)
+
+        request = SendRequest(
+            object=self.spec.object,
+            operation=operation,
+            external_id=external_id if operation == "upsert" else None,
+            transport=self.summary.transport,
+            nulls=self.spec.nulls,
+            concurrency=self.spec.concurrency,
+        )
+        report = self.client.send(request, keyed(), on_outcomes)
+        self.summary.bulk_job_ids.extend(report.bulk_job_ids)
+        if report.stopped_reason and not self.summary.stopped_reason:
+            self.summary.stopped_reason = report.stopped_reason
+        return report
+
+    def _reconcile(
+        self, outcomes: list[RecordOutcome], in_flight: _InFlight, sink: RejectSink
+    ) -> None:
+        by_batch: dict[int, list[tuple[int, RecordOutcome]]] = {}
+        for outcome in outcomes:
+            number, row = outcome.key.split(":")
+            by_batch.setdefault(int(number), []).append((int(row), outcome))
+        commit_pk: list[str] = []
+        commit_hash: list[str | None] = []
+        commit_id: list[str | None] = []
+        commit_status: list[str] = []
+        for number, rows in by_batch.items():
+            batch = in_flight.batches[number]
+            columns = _field_columns(batch)
+            pks = batch.column("__pk")
+            hashes = batch.column("__hash")
+            old_ids = batch.column("__sf_id") if "__sf_id" in batch.schema.names else None
+            for row, outcome in rows:
+                self.summary.sent += 1
+                if outcome.success:
+                    self.summary.succeeded += 1
+                    commit_pk.append(pks[row].as_py())
+                    commit_hash.append(hashes[row].as_py())
+                    commit_id.append(
+                        outcome.sf_id or (old_ids[row].as_py() if old_ids is not None else None)
+                    )
+                    commit_status.append("synced")
+                elif outcome.retryable:
+                    # Not the row's fault (retries exhausted, job failed, budget reached): it
+                    # stays as it is in state and is sent again next run.
+                    self.summary.retried += 1
+                else:
+                    self.summary.failed += 1
+                    sink.add(
+                        primary_key=pks[row].as_py(),
+                        record=_row_record(batch, row, columns),
+                        error_code=outcome.error_code or "UNKNOWN_ERROR",
+                        message=outcome.message or "",
+                        fields=list(outcome.fields or []),
+                        attempts=outcome.attempts,
+                        transport=self.summary.transport,
+                    )
+                    commit_pk.append(pks[row].as_py())
+                    commit_hash.append(hashes[row].as_py())
+                    commit_id.append(old_ids[row].as_py() if old_ids is not None else None)
+                    commit_status.append("rejected")
+            in_flight.settle(number, len(rows))
+        if commit_pk:
+            self._commit(commit_pk, commit_hash, commit_id, commit_status)
+
+    def _commit(
+        self,
+        pks: list[str],
+        hashes: list[str | None],
+        ids: list[str | None],
+        statuses: list[str],
+    ) -> None:
+        now = dt.datetime.now(dt.UTC)
+        table = pa.table(
+            {
+                "pk": pa.array(pks, pa.string()),
+                "hash": pa.array(hashes, pa.string()),
+                "sf_id": pa.array(ids, pa.string()),
+                "status": pa.array(statuses, pa.string()),
+                "updated_at": pa.array([now] * len(pks), pa.timestamp("us", tz="UTC")),
+            }
+        )
+        self.state.commit(table, run_id=self.run_id)
+
+    def _delete_removed(self, plan: Plan, sink: RejectSink) -> None:
+        """Mirror: delete the records whose rows left the model, by their recorded Id."""
+        in_flight = _InFlight()
+        counter = iter(range(1 << 62))
+
+        def keyed() -> Iterator[pa.RecordBatch]:
+            for batch in plan.iter_removed():
+                if batch.num_rows == 0:
+                    continue
+                number = next(counter)
+                in_flight.add(number, batch)
+                keys = pa.array([f"{number}:{row}" for row in range(batch.num_rows)], pa.string())
+                yield pa.RecordBatch.from_arrays(
+                    [batch.column("__sf_id"), keys], names=["Id", "__key"]
+                )
+
+        def on_outcomes(outcomes: list[RecordOutcome]) -> None:
+            pks: list[str] = []
+            for outcome in outcomes:
+                number, row = (int(part) for part in outcome.key.split(":"))
+                batch = in_flight.batches[number]
+                gone = outcome.success or outcome.error_code in ALREADY_DELETED
+                if gone:
+                    self.summary.deleted += 1
+                    pks.append(batch.column("__pk")[row].as_py())
+                elif not outcome.retryable:
+                    sink.add(
+                        primary_key=batch.column("__pk")[row].as_py(),
+                        record={"Id": batch.column("__sf_id")[row].as_py()},
+                        error_code=outcome.error_code or "UNKNOWN_ERROR",
+                        message=outcome.message or "",
+                        fields=list(outcome.fields or []),
+                        attempts=outcome.attempts,
+                        transport=self.summary.transport,
+                    )
+                in_flight.settle(number, 1)
+            self.progress("delete", self.summary.deleted, self.summary.removed)
+            if pks:
+                self._commit(pks, [None] * len(pks), [None] * len(pks), ["deleted"] * len(pks))
+
+        request = SendRequest(
+            object=self.spec.object,
+            operation="delete",
+            external_id=None,
+            transport="bulk" if self.summary.removed >= self.spec.bulk_threshold else "composite",
+            nulls=self.spec.nulls,
+            concurrency=self.spec.concurrency,
+        )
+        report = self.client.send(request, keyed(), on_outcomes)
+        self.summary.bulk_job_ids.extend(report.bulk_job_ids)
+
+    def _resolve_ids(
+        self, batches: Iterable[pa.RecordBatch], sink: RejectSink
+    ) -> Iterator[pa.RecordBatch]:
+        """update/delete by external id: look the Ids up by SOQL; missing records are rejected."""
+        ext = self.spec.external_id
+        if ext is None:
+            raise ValueError(f"{self.spec.name}: update/delete needs an Id column or external_id")
+        for batch in batches:
+            values = [v for v in batch.column(ext).to_pylist() if v is not None]
+            found: dict[str, str] = {}
+            for start in range(0, len(values), SOQL_IN_BATCH):
+                chunk = values[start : start + SOQL_IN_BATCH]
+                quoted = ",".join("'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'" for v in chunk)
+                soql = f"SELECT Id, {ext} FROM {self.spec.object} WHERE {ext} IN ({quoted})"
+                for record in self.client.query(soql):
+                    found[str(record[ext])] = record["Id"]
+            ids = pa.array([found.get(str(v)) if v is not None else None for v in batch.column(ext).to_pylist()], pa.string())
+            missing = pc.is_null(ids)
+            if pc.any(missing).as_py():
+                columns = _field_columns(batch)
+                for row in pc.indices_nonzero(missing).to_pylist():
+                    self.summary.sent += 1
+                    self.summary.failed += 1
+                    sink.add(
+                        primary_key=batch.column("__pk")[row].as_py(),
+                        record=_row_record(batch, row, columns),
+                        error_code="NOT_FOUND",
+                        message=f"no {self.spec.object} with {ext} = {batch.column(ext)[row].as_py()!r}",
+                        fields=[ext],
+                        transport=self.summary.transport,
+                    )
+            batch = batch.append_column("Id", ids).filter(pc.invert(missing))
+            yield batch
+
+
+def _only_id(batch: pa.RecordBatch) -> pa.RecordBatch:
+    keep = [n for n in batch.schema.names if n.startswith("__") or n == "Id"]
+    return batch.select(keep)
+
+
+def _has_recorded_id(batch: pa.RecordBatch) -> pa.Array:
+    return pc.invert(pc.is_null(batch.column("__sf_id")))
+
+
+def _without_recorded_id(batch: pa.RecordBatch) -> pa.RecordBatch:
+    return batch.filter(pc.invert(_has_recorded_id(batch)))
+
+
+def _with_recorded_id(batch: pa.RecordBatch) -> pa.RecordBatch:
+    chosen = batch.filter(_has_recorded_id(batch))
+    return chosen.append_column("Id", chosen.column("__sf_id"))
+
+
+def run_sync(spec: ModelSpec, settings: Settings, **options: Any) -> SyncSummary:
+    """Plan and send one model; what `sf-activation sync` and the Dagster asset call."""
+    return SyncRun(spec, settings, **options).execute()
+
+
+def plan_sync(spec: ModelSpec, settings: Settings, **options: Any) -> SyncSummary:
+    """Plan only: counts and sample changes, nothing sent."""
+    return SyncRun(spec, settings, **options).dry_run()
