@@ -266,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         return handlers[args.command](args, settings)
     except KeyboardInterrupt:
-        print("sf-activation: interrupted; confirmed rows are saved, rerun to resume", file=sys.stderr)
+        print(
+            "sf-activation: interrupted; confirmed rows are saved, rerun to resume", file=sys.stderr
+        )
         return 130
     except Exception as exc:
         if args.debug:

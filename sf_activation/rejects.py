@@ -99,7 +99,8 @@ class RejectSink:
         self._day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         self._location.key(self.model, self._day, self.run_id)  # validates names early
         self._redact = set(self.redact)
-        self._spool = tempfile.NamedTemporaryFile(
+        # Kept open for the whole run; closed and removed by discard().
+        self._spool = tempfile.NamedTemporaryFile(  # noqa: SIM115
             "w+", encoding="utf-8", suffix=".jsonl", prefix=f"rejects-{self.model}-", delete=False
         )
 
@@ -118,7 +119,9 @@ class RejectSink:
         fields: list[str] | None = None,
         attempts: int = 0,
     ) -> None:
-        masked = {k: (REDACTED if k in self._redact and v is not None else v) for k, v in record.items()}
+        masked = {
+            k: (REDACTED if k in self._redact and v is not None else v) for k, v in record.items()
+        }
         line = {
             "run_id": self.run_id,
             "model": self.model,
@@ -192,8 +195,10 @@ def list_reject_files(rejects_url: str, model: str) -> list[RejectFile]:
         bucket, prefix = location.bucket_and_prefix()
         model_prefix = f"{prefix}/{model}/" if prefix else f"{model}/"
         try:
-            pages = _s3_client().get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=model_prefix
+            pages = (
+                _s3_client()
+                .get_paginator("list_objects_v2")
+                .paginate(Bucket=bucket, Prefix=model_prefix)
             )
             for page in pages:
                 for obj in page.get("Contents", []):
@@ -204,7 +209,9 @@ def list_reject_files(rejects_url: str, model: str) -> list[RejectFile]:
                         url = f"s3://{bucket}/{obj['Key']}"
                         found.append((sort_key, RejectFile(model, parts[0], run_id, url)))
         except Exception as exc:
-            raise _describe_s3_error(exc, "list rejects in", f"s3://{bucket}/{model_prefix}") from exc
+            raise _describe_s3_error(
+                exc, "list rejects in", f"s3://{bucket}/{model_prefix}"
+            ) from exc
     else:
         root = Path(rejects_url) / model
         for path in root.glob("*/*.jsonl"):
@@ -219,7 +226,9 @@ def _read_lines(url: str) -> Iterator[dict[str, Any]]:
     if url.startswith("s3://"):
         parsed = urlparse(url)
         try:
-            body = _s3_client().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))["Body"]
+            body = _s3_client().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))[
+                "Body"
+            ]
         except Exception as exc:
             raise _describe_s3_error(exc, "read rejects from", url) from exc
         for raw in body.iter_lines():

@@ -188,7 +188,8 @@ class SyncRun:
             self.summary.removed = 0
         self.summary.sample_changes = plan.sample_changes(5)
         accounted = sum(
-            self.summary.__dict__[k] for k in ("invalid", "added", "changed", "unchanged", "pending")
+            self.summary.__dict__[k]
+            for k in ("invalid", "added", "changed", "unchanged", "pending")
         )
         if accounted != self.summary.rows:
             raise AccountingError(
@@ -475,11 +476,19 @@ class SyncRun:
             found: dict[str, str] = {}
             for start in range(0, len(values), SOQL_IN_BATCH):
                 chunk = values[start : start + SOQL_IN_BATCH]
-                quoted = ",".join("'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'" for v in chunk)
+                quoted = ",".join(
+                    "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'" for v in chunk
+                )
                 soql = f"SELECT Id, {ext} FROM {self.spec.object} WHERE {ext} IN ({quoted})"
                 for record in self.client.query(soql):
                     found[str(record[ext])] = record["Id"]
-            ids = pa.array([found.get(str(v)) if v is not None else None for v in batch.column(ext).to_pylist()], pa.string())
+            ids = pa.array(
+                [
+                    found.get(str(v)) if v is not None else None
+                    for v in batch.column(ext).to_pylist()
+                ],
+                pa.string(),
+            )
             missing = pc.is_null(ids)
             if pc.any(missing).as_py():
                 columns = _field_columns(batch)
