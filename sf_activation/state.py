@@ -1,0 +1,416 @@
+"""What Salesforce last accepted, per model: a Parquet snapshot plus per-batch commits.
+
+Layout under ``{state_url}/{model}/`` (a local directory or ``s3://bucket/prefix``)::
+
+    snapshot.parquet
+    commits/{stamp}-{run_id}-{seq:06d}.parquet
+
+``stamp`` is the UTC start time of the writing store (``YYYYmmddTHHMMSSffffffZ``), so the
+lexical order of commit files is the order they were written, across runs as well as
+within one (run ids such as Dagster's are random, not sortable).
+
+Rows: ``pk`` string, ``hash`` string, ``sf_id`` string|null, ``status``
+(``synced``|``rejected``|``deleted``), ``updated_at`` timestamp (UTC), ``payload`` string|null
+(compact JSON of the record as last sent; see docs/internals.md for why it is kept).
+
+Every write is atomic: locally a temp file, fsync, rename; on S3 one object upload, which
+S3 makes visible only when complete. ``commit()`` is durable when it returns, so a run
+killed between batches loses nothing it had confirmed. All folding (latest row per key)
+runs in DuckDB over the Parquet files, never in a Python dict of rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+STATUSES = ("synced", "rejected", "deleted")
+
+STATE_SCHEMA = pa.schema(
+    [
+        pa.field("pk", pa.string(), nullable=False),
+        pa.field("hash", pa.string()),
+        pa.field("sf_id", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("updated_at", pa.timestamp("us", tz="UTC")),
+        pa.field("payload", pa.string()),
+    ]
+)
+STATE_COLUMNS = tuple(STATE_SCHEMA.names)
+
+SNAPSHOT_NAME = "snapshot.parquet"
+COMMITS_DIR = "commits"
+# Parquet metadata key on the snapshot: the last commit file folded into it. A compaction
+# killed before it removed the commit files leaves them behind; load() skips them.
+FOLDED_KEY = b"sf_activation.folded_through"
+
+_SAFE_ID_RE = re.compile(r"[^A-Za-z0-9_.]+")
+_MODEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class StateError(Exception):
+    """State that cannot be read or written (bad URL, unreadable file, bad rows)."""
+
+
+def _s3_filesystem() -> pafs.S3FileSystem:
+    """pyarrow's S3 client configured from the usual AWS_* variables.
+
+    Older Arrow builds ignore AWS_ENDPOINT_URL, so it is passed explicitly; the region
+    is passed too so no bucket-region lookup goes to real AWS when an endpoint is set.
+    """
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    kwargs: dict[str, object] = {"region": region}
+    if endpoint:
+        kwargs["endpoint_override"] = endpoint
+        if endpoint.startswith("http://"):
+            kwargs["scheme"] = "http"
+    key = os.environ.get("AWS_ACCESS_KEY_ID")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        kwargs["access_key"] = key
+        kwargs["secret_key"] = secret
+        token = os.environ.get("AWS_SESSION_TOKEN")
+        if token:
+            kwargs["session_token"] = token
+    return pafs.S3FileSystem(**kwargs)
+
+
+def _boto3_s3():
+    """boto3 client for uploads: its transfer manager aborts a failed multipart upload,
+    so a broken write never publishes a truncated object (pyarrow's output stream would
+    complete the upload with the parts it had on close). boto3 reads AWS_ENDPOINT_URL."""
+    import boto3
+
+    return boto3.client("s3")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def normalize_state(rows: pa.Table) -> pa.Table:
+    """Cast rows to :data:`STATE_SCHEMA`: fill ``updated_at`` (now) and optional columns
+    (null), check statuses and keys; raise :class:`StateError` on anything else."""
+    missing = [c for c in ("pk", "status") if c not in rows.column_names]
+    if missing:
+        raise StateError(f"state rows lack column(s) {', '.join(missing)}")
+    unknown = [c for c in rows.column_names if c not in STATE_COLUMNS]
+    if unknown:
+        raise StateError(f"state rows have unknown column(s) {', '.join(unknown)}")
+    n = rows.num_rows
+    now = pa.scalar(dt.datetime.now(dt.UTC), pa.timestamp("us", tz="UTC"))
+    arrays = []
+    for field in STATE_SCHEMA:
+        if field.name in rows.column_names:
+            col = rows.column(field.name)
+            if field.name == "updated_at":
+                col = pc.fill_null(col.cast(field.type), now)
+            else:
+                col = col.cast(field.type)
+        elif field.name == "updated_at":
+            col = pa.array([now.as_py()] * n, field.type) if n else pa.array([], field.type)
+        else:
+            col = pa.nulls(n, field.type)
+        arrays.append(col)
+    table = pa.Table.from_arrays(arrays, schema=STATE_SCHEMA.with_metadata(None))
+    if n:
+        if table.column("pk").null_count:
+            raise StateError("state rows have a null pk")
+        bad = pc.invert(pc.is_in(table.column("status"), value_set=pa.array(STATUSES)))
+        if pc.any(bad).as_py():
+            first = table.column("status").filter(bad)[0].as_py()
+            raise StateError(f"state status {first!r} is not one of {', '.join(STATUSES)}")
+    return table
+
+
+def empty_state() -> pa.Table:
+    return STATE_SCHEMA.empty_table()
+
+
+class StateStore:
+    """Sync state of one model. Not safe for two concurrent runs of the same model
+    (Dagster's per-model job and pool keep runs of one model apart)."""
+
+    def __init__(self, state_url: str, model: str, *, run_id: str | None = None) -> None:
+        if not _MODEL_RE.match(model):
+            raise StateError(f"model name {model!r} is not a safe identifier")
+        self.state_url = state_url
+        self.model = model
+        self.run_id = _SAFE_ID_RE.sub("_", run_id or uuid.uuid4().hex)[:64]
+        self._stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        self._seq = 0
+        if state_url.startswith("s3://"):
+            rest = state_url[len("s3://") :].strip("/")
+            if not rest:
+                raise StateError(f"state URL {state_url!r} names no bucket")
+            bucket, _, prefix = rest.partition("/")
+            self._bucket = bucket
+            self._key_prefix = "/".join(p for p in (prefix.strip("/"), model) if p)
+            self._fs: pafs.FileSystem = _s3_filesystem()
+            self._base = f"{bucket}/{self._key_prefix}"
+            self._local_root: Path | None = None
+        elif "://" in state_url and not state_url.startswith("file://"):
+            raise StateError(f"state URL {state_url!r}: use a directory or s3://bucket/prefix")
+        else:
+            root = Path(state_url.removeprefix("file://")).absolute() / model
+            self._local_root = root
+            self._fs = pafs.LocalFileSystem()
+            self._base = root.as_posix()
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def is_s3(self) -> bool:
+        return self._local_root is None
+
+    @property
+    def url(self) -> str:
+        """Where this model's state lives, for messages and metadata."""
+        return f"s3://{self._base}" if self.is_s3 else self._base
+
+    def _path(self, rel: str) -> str:
+        return f"{self._base}/{rel}"
+
+    def commit_files(self) -> list[str]:
+        """Commit file names (relative to ``commits/``) in the order they were written."""
+        selector = pafs.FileSelector(self._path(COMMITS_DIR), allow_not_found=True)
+        try:
+            infos = self._fs.get_file_info(selector)
+        except OSError as exc:
+            raise StateError(f"cannot list {self.url}/{COMMITS_DIR}: {exc}") from exc
+        names = [
+            i.base_name
+            for i in infos
+            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+        ]
+        return sorted(names)
+
+    def _snapshot_exists(self) -> bool:
+        info = self._fs.get_file_info(self._path(SNAPSHOT_NAME))
+        return info.type == pafs.FileType.File
+
+    # ------------------------------------------------------------------ writes
+
+    def _write_atomic(self, rel: str, table: pa.Table, metadata: dict | None = None) -> None:
+        if metadata:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+        if not self.is_s3:
+            assert self._local_root is not None
+            target = self._local_root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            try:
+                pq.write_table(table, tmp, compression="zstd")
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(target.parent)
+            return
+        # S3: write locally, then one upload; the object exists only once complete.
+        with tempfile.TemporaryDirectory(prefix="sfa-state-") as tmpdir:
+            tmp = Path(tmpdir) / "part.parquet"
+            pq.write_table(table, tmp, compression="zstd")
+            try:
+                _boto3_s3().upload_file(str(tmp), self._bucket, f"{self._key_prefix}/{rel}")
+            except Exception as exc:  # botocore raises many types; all mean "not written"
+                raise StateError(f"cannot write {self.url}/{rel}: {exc}") from exc
+
+    def commit(self, rows: pa.Table) -> str:
+        """Record one confirmed batch; durable before it returns. Returns the file name."""
+        table = normalize_state(rows)
+        if table.num_rows == 0:
+            return ""
+        self._seq += 1
+        name = f"{self._stamp}-{self.run_id}-{self._seq:06d}.parquet"
+        self._write_atomic(f"{COMMITS_DIR}/{name}", table)
+        return name
+
+    # ------------------------------------------------------------------ reads
+
+    @contextmanager
+    def local_files(self, work_dir: Path | None = None) -> Iterator[tuple[Path | None, list[Path]]]:
+        """The snapshot (or None) and the unfolded commit files as local paths, in order.
+
+        On S3 they are downloaded into a temp directory under ``work_dir`` that is removed
+        on exit; locally they are the files themselves.
+        """
+        commits = self.commit_files()
+        has_snapshot = self._snapshot_exists()
+        folded = ""
+        if has_snapshot:
+            meta = self._read_snapshot_metadata()
+            folded = meta.get(FOLDED_KEY, b"").decode()
+        commits = [c for c in commits if c > folded]
+        if not self.is_s3:
+            assert self._local_root is not None
+            snap = self._local_root / SNAPSHOT_NAME if has_snapshot else None
+            yield snap, [self._local_root / COMMITS_DIR / c for c in commits]
+            return
+        tmpdir = Path(tempfile.mkdtemp(prefix="sfa-state-", dir=work_dir))
+        try:
+            snap = None
+            rels = ([SNAPSHOT_NAME] if has_snapshot else []) + [
+                f"{COMMITS_DIR}/{c}" for c in commits
+            ]
+            local: list[Path] = []
+            for rel in rels:
+                dest = tmpdir / rel.replace("/", "__")
+                try:
+                    with (
+                        self._fs.open_input_stream(self._path(rel)) as src,
+                        open(dest, "wb") as out,
+                    ):
+                        shutil.copyfileobj(src, out, 8 << 20)
+                except FileNotFoundError:
+                    # A concurrent compaction removed a folded commit; it is in the snapshot.
+                    continue
+                local.append(dest)
+            if has_snapshot:
+                snap, local = local[0], local[1:]
+            yield snap, local
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _read_snapshot_metadata(self) -> dict[bytes, bytes]:
+        try:
+            with self._fs.open_input_file(self._path(SNAPSHOT_NAME)) as fh:
+                return dict(pq.read_schema(fh).metadata or {})
+        except OSError as exc:
+            raise StateError(f"cannot read {self.url}/{SNAPSHOT_NAME}: {exc}") from exc
+
+    def load(
+        self,
+        columns: list[str] | None = None,
+        *,
+        include_deleted: bool = False,
+        work_dir: Path | None = None,
+        memory_limit: str = "1GB",
+    ) -> pa.Table:
+        """The current state: snapshot with leftover commits applied in order (latest row
+        per pk wins; ``deleted`` rows drop out unless ``include_deleted``)."""
+        cols = list(columns) if columns else list(STATE_COLUMNS)
+        unknown = [c for c in cols if c not in STATE_COLUMNS]
+        if unknown:
+            raise StateError(f"unknown state column(s) {', '.join(unknown)}")
+        with self.local_files(work_dir) as (snap, commits), _duckdb(work_dir, memory_limit) as con:
+            sql = fold_sql(snap, commits, cols, include_deleted=include_deleted)
+            if sql is None:
+                return empty_state().select(cols)
+            table = con.sql(sql).to_arrow_table()
+        return table.cast(pa.schema([STATE_SCHEMA.field(c) for c in cols]))
+
+    def compact(self, *, work_dir: Path | None = None, memory_limit: str = "1GB") -> int:
+        """Fold the commits into a new snapshot, then remove them. Returns rows kept.
+
+        Crash-safe: the snapshot records the last commit it folded, so commit files a
+        killed compaction left behind are skipped, not applied twice.
+        """
+        with self.local_files(work_dir) as (snap, commits):
+            if not commits:
+                return 0 if snap is None else pq.ParquetFile(snap).metadata.num_rows
+            names = [c.name.split("__")[-1] for c in commits]
+            with _duckdb(work_dir, memory_limit) as con:
+                sql = fold_sql(snap, commits, list(STATE_COLUMNS), include_deleted=False)
+                assert sql is not None
+                table = con.sql(sql).to_arrow_table().cast(STATE_SCHEMA)
+            self._write_atomic(SNAPSHOT_NAME, table, {FOLDED_KEY: names[-1].encode()})
+        for name in names:
+            with suppress(FileNotFoundError):
+                self._fs.delete_file(self._path(f"{COMMITS_DIR}/{name}"))
+        return table.num_rows
+
+    def clear(self) -> None:
+        """Forget everything synced for this model (used by tests and a reset command)."""
+        with suppress(FileNotFoundError, OSError):
+            self._fs.delete_dir(self._base)
+
+
+@contextmanager
+def _duckdb(work_dir: Path | None, memory_limit: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"SET memory_limit = '{_safe_setting(memory_limit)}'")
+        spill = Path(work_dir) if work_dir else Path(tempfile.gettempdir())
+        con.execute(f"SET temp_directory = '{_sql_str(str(spill / 'duckdb_spill'))}'")
+        yield con
+    finally:
+        con.close()
+
+
+def _safe_setting(value: str) -> str:
+    if not re.fullmatch(r"[0-9.]+\s*[KMGT]?i?B", value.strip(), flags=re.IGNORECASE):
+        raise StateError(f"memory limit {value!r} should look like 1GB or 512MB")
+    return value.strip()
+
+
+def _sql_str(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def fold_sql(
+    snapshot: Path | None,
+    commits: list[Path],
+    columns: list[str],
+    *,
+    include_deleted: bool = False,
+) -> str | None:
+    """DuckDB SQL folding snapshot + commits (in list order) into one row per pk.
+
+    Files read later win; within a file the last row for a pk wins. Returns None when
+    there is nothing to read.
+    """
+    files = ([snapshot] if snapshot is not None else []) + list(commits)
+    if not files:
+        return None
+    file_list = ", ".join(f"'{_sql_str(p.as_posix())}'" for p in files)
+    cols = ", ".join(f'"{c}"' for c in columns)
+    # file_index is DuckDB's position of the file in the list: later files win.
+    keep = "" if include_deleted else "AND status <> 'deleted'"
+    return f"""
+        SELECT {cols} FROM (
+            SELECT *, row_number() OVER (
+                PARTITION BY pk ORDER BY file_index DESC, file_row_number DESC
+            ) AS __rn
+            FROM (
+                SELECT *, file_index
+                FROM read_parquet([{file_list}], file_row_number = true, union_by_name = true)
+            )
+        ) WHERE __rn = 1 {keep}
+    """
+
+
+__all__ = [
+    "STATE_COLUMNS",
+    "STATE_SCHEMA",
+    "STATUSES",
+    "StateError",
+    "StateStore",
+    "empty_state",
+    "fold_sql",
+    "normalize_state",
+]
