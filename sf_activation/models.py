@@ -137,7 +137,7 @@ class ModelSpec(BaseModel):
 
     @property
     def display_path(self) -> str:
-        return self.path.as_posix()
+        return display_path(self.path)
 
     def partition_sql(self) -> str:
         """The query restricted to one window, with SQLAlchemy-style bind parameters
@@ -147,6 +147,14 @@ class ModelSpec(BaseModel):
         col = _quote_ident(self.partition_by.column)
         inner = self.sql_text.strip().rstrip(";")
         return f"SELECT * FROM (\n{inner}\n) AS _model WHERE {col} >= :start AND {col} < :end"
+
+
+def display_path(path: Path) -> str:
+    """The path as a user would type it: relative to the working directory when inside it."""
+    try:
+        return path.absolute().relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def _quote_ident(name: str) -> str:
@@ -346,7 +354,7 @@ def _as_datetime(value: dt.date | dt.datetime) -> dt.datetime:
 def load_model(path: Path | str) -> ModelSpec:
     """Load and validate one model file; raise :class:`ModelError` listing every mistake."""
     path = Path(path)
-    where = path.as_posix()
+    where = display_path(path)
     name = path.stem
     if not MODEL_NAME_RE.match(name):
         raise ModelError(
@@ -393,7 +401,7 @@ def load_model(path: Path | str) -> ModelSpec:
             problems.append(f"{where}: sql: {mf.sql!r} must be a file beside the model file")
         elif not sql_path.is_file():
             problems.append(
-                f"{where}: sql: file {mf.sql!r} not found (looked for {sql_path.as_posix()})"
+                f"{where}: sql: file {mf.sql!r} not found (looked for {display_path(sql_path)})"
             )
         else:
             try:
@@ -437,7 +445,7 @@ def load_models(models_dir: Path | str) -> dict[str, ModelSpec]:
     """
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
-        raise ModelError(f"{models_dir.as_posix()}: models directory not found")
+        raise ModelError(f"{display_path(models_dir)}: models directory not found")
     specs: dict[str, ModelSpec] = {}
     problems: list[str] = []
     seen: dict[str, Path] = {}
@@ -445,8 +453,8 @@ def load_models(models_dir: Path | str) -> dict[str, ModelSpec]:
     for path in paths:
         if path.stem in seen:
             problems.append(
-                f"{path.as_posix()}: model name {path.stem!r} is also defined by "
-                f"{seen[path.stem].as_posix()}; model names must be unique"
+                f"{display_path(path)}: model name {path.stem!r} is also defined by "
+                f"{display_path(seen[path.stem])}; model names must be unique"
             )
             continue
         seen[path.stem] = path

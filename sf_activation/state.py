@@ -57,7 +57,7 @@ COMMITS_DIR = "commits"
 # killed before it removed the commit files leaves them behind; load() skips them.
 FOLDED_KEY = b"sf_activation.folded_through"
 
-_SAFE_ID_RE = re.compile(r"[^A-Za-z0-9_.]+")
+_SAFE_ID_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 _MODEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -339,10 +339,29 @@ class StateStore:
                 assert sql is not None
                 table = con.sql(sql).to_arrow_table().cast(STATE_SCHEMA)
             self._write_atomic(SNAPSHOT_NAME, table, {FOLDED_KEY: names[-1].encode()})
-        for name in names:
-            with suppress(FileNotFoundError):
-                self._fs.delete_file(self._path(f"{COMMITS_DIR}/{name}"))
+        # Everything up to the folded mark goes, including files an earlier compaction
+        # was killed before removing.
+        self._delete([f"{COMMITS_DIR}/{c}" for c in self.commit_files() if c <= names[-1]])
         return table.num_rows
+
+    def _delete(self, rels: list[str]) -> None:
+        if not rels:
+            return
+        if not self.is_s3:
+            for rel in rels:
+                with suppress(FileNotFoundError):
+                    os.unlink(self._path(rel))
+            return
+        # boto3, not pyarrow: pyarrow's delete_file writes a "directory marker" object to
+        # keep the emptied prefix alive, which would litter the bucket.
+        client = _boto3_s3()
+        keys = [f"{self._key_prefix}/{rel}" for rel in rels]
+        for i in range(0, len(keys), 1000):
+            chunk = keys[i : i + 1000]
+            client.delete_objects(
+                Bucket=self._bucket,
+                Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
+            )
 
     def clear(self) -> None:
         """Forget everything synced for this model (used by tests and a reset command)."""

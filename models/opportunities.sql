@@ -1,0 +1,13 @@
+-- Demo warehouse tables (DuckDB, built by sf_activation.demo_data):
+--   crm_accounts(account_id, name, industry, annual_revenue, employees, website,
+--                parent_account_id, updated_at)
+--   crm_contacts(contact_id, account_id, first_name, last_name, email, title, phone, opted_out)
+--   crm_opportunities(opportunity_id, account_id, name, stage, amount, close_date)
+SELECT
+    opportunity_id,
+    account_id,
+    name,
+    stage,
+    amount,
+    close_date
+FROM crm_opportunities
