@@ -105,6 +105,8 @@ class Settings(BaseModel):
     rejects_url: str = DEFAULT_REJECTS_URL
     rejects_sse: str | None = None  # S3 server-side encryption: AES256 or aws:kms
     dbt_target_dir: Path | None = None
+    # Mirror runs may delete more than max_delete_rate (a deliberate clean-up).
+    allow_deletes: bool = False
     salesforce: SalesforceSettings = SalesforceSettings()
 
     @classmethod
@@ -121,5 +123,7 @@ class Settings(BaseModel):
             rejects_url=get("SF_ACTIVATION_REJECTS_URL", DEFAULT_REJECTS_URL),
             rejects_sse=get("SF_ACTIVATION_REJECTS_SSE"),
             dbt_target_dir=get("SF_ACTIVATION_DBT_TARGET_DIR"),
+            allow_deletes=(get("SF_ACTIVATION_ALLOW_DELETES", "") or "").lower()
+            in ("1", "true", "yes"),
             salesforce=SalesforceSettings.from_env(env),
         )

@@ -25,15 +25,15 @@ from sf_activation.config import Settings
 from sf_activation.diff import Plan, check_delete_rate, plan_changes
 from sf_activation.models import ModelSpec, check_columns
 from sf_activation.rejects import RejectSink
-from sf_activation.salesforce.client import (
+from sf_activation.salesforce.client import SalesforceClient
+from sf_activation.salesforce.coerce import coerce_batch, output_schema
+from sf_activation.salesforce.describe import validate_mapping
+from sf_activation.salesforce.outcomes import (
     RecordOutcome,
-    SalesforceClient,
     SendReport,
     SendRequest,
     choose_transport,
 )
-from sf_activation.salesforce.coerce import coerce_batch
-from sf_activation.salesforce.describe import validate_mapping
 from sf_activation.state import StateStore
 from sf_activation.warehouse import Warehouse
 
@@ -139,11 +139,11 @@ class SyncRun:
         self.client = client or SalesforceClient.from_settings(settings.salesforce)
         self.run_id = run_id or new_run_id()
         self.full_resync = full_resync
-        self.allow_deletes = allow_deletes
+        self.allow_deletes = allow_deletes or settings.allow_deletes
         self.progress = progress or (lambda phase, done, total: None)
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix=f"sf-activation-{spec.name}-"))
-        self.state = StateStore(settings.state_url, spec.name)
+        self.state = StateStore(settings.state_url, spec.name, run_id=self.run_id)
         self.summary = SyncSummary(
             model=spec.name,
             object=spec.object,
@@ -160,10 +160,16 @@ class SyncRun:
     def plan(self) -> Plan:
         spec = self.spec
         describe = self.client.describe(spec.object)
-        validate_mapping(spec, describe, self.client.describe)
+        validate_mapping(
+            model=spec.name,
+            describe=describe,
+            operation=spec.write_operation,
+            field_map=spec.fields,
+            external_id=spec.external_id,
+            parent_describe=self.client.describe,
+        )
         with Warehouse.from_url(self.settings.warehouse_url.get_secret_value()) as warehouse:
             check_columns(spec, warehouse.columns(spec.sql_text))
-            state_table = self.state.load()
             rows_read = 0
 
             def coerced() -> Iterator[pa.RecordBatch]:
@@ -179,7 +185,12 @@ class SyncRun:
                     )
 
             plan = plan_changes(
-                coerced(), state_table, full_resync=self.full_resync, work_dir=self.work_dir
+                coerced(),
+                self.state,
+                full_resync=self.full_resync,
+                work_dir=self.work_dir,
+                detect_removed=spec.operation == "mirror",
+                schema=output_schema(spec.fields, describe),
             )
         counts = plan.counts
         for name in ("rows", "invalid", "added", "changed", "unchanged", "pending", "removed"):
@@ -195,8 +206,14 @@ class SyncRun:
             raise AccountingError(
                 f"{spec.name}: plan classified {accounted} of {self.summary.rows} rows"
             )
-        if spec.operation == "mirror" and not self.allow_deletes:
-            check_delete_rate(plan, spec)
+        if spec.operation == "mirror":
+            check_delete_rate(
+                plan,
+                max_delete_rate=spec.max_delete_rate,
+                model=spec.name,
+                allow_deletes=self.allow_deletes,
+                model_path=spec.display_path,
+            )
         to_send = self.summary.added + self.summary.changed + self.summary.pending
         if self.full_resync:
             to_send += self.summary.unchanged
@@ -347,71 +364,68 @@ class SyncRun:
     def _reconcile(
         self, outcomes: list[RecordOutcome], in_flight: _InFlight, sink: RejectSink
     ) -> None:
+        """Count the outcomes, record rejects, and commit the confirmed rows to state."""
         by_batch: dict[int, list[tuple[int, RecordOutcome]]] = {}
         for outcome in outcomes:
             number, row = outcome.key.split(":")
             by_batch.setdefault(int(number), []).append((int(row), outcome))
-        commit_pk: list[str] = []
-        commit_hash: list[str | None] = []
-        commit_id: list[str | None] = []
-        commit_status: list[str] = []
+        commits: list[pa.Table] = []
         for number, rows in by_batch.items():
             batch = in_flight.batches[number]
-            columns = _field_columns(batch)
-            pks = batch.column("__pk")
-            hashes = batch.column("__hash")
-            old_ids = batch.column("__sf_id") if "__sf_id" in batch.schema.names else None
+            accepted: list[int] = []
+            accepted_ids: list[str | None] = []
+            refused: list[int] = []
             for row, outcome in rows:
-                self.summary.sent += 1
                 if outcome.success:
-                    self.summary.succeeded += 1
-                    commit_pk.append(pks[row].as_py())
-                    commit_hash.append(hashes[row].as_py())
-                    commit_id.append(
-                        outcome.sf_id or (old_ids[row].as_py() if old_ids is not None else None)
-                    )
-                    commit_status.append("synced")
+                    accepted.append(row)
+                    accepted_ids.append(outcome.sf_id)
                 elif outcome.retryable:
                     # Not the row's fault (retries exhausted, job failed, budget reached): it
                     # stays as it is in state and is sent again next run.
                     self.summary.retried += 1
                 else:
-                    self.summary.failed += 1
-                    sink.add(
-                        primary_key=pks[row].as_py(),
-                        record=_row_record(batch, row, columns),
-                        error_code=outcome.error_code or "UNKNOWN_ERROR",
-                        message=outcome.message or "",
-                        fields=list(outcome.fields or []),
-                        attempts=outcome.attempts,
-                        transport=self.summary.transport,
-                    )
-                    commit_pk.append(pks[row].as_py())
-                    commit_hash.append(hashes[row].as_py())
-                    commit_id.append(old_ids[row].as_py() if old_ids is not None else None)
-                    commit_status.append("rejected")
+                    refused.append(row)
+                    self._reject(sink, batch, row, outcome)
+            self.summary.sent += len(rows)
+            self.summary.succeeded += len(accepted)
+            self.summary.failed += len(refused)
+            if accepted:
+                taken = batch.take(pa.array(accepted, pa.int64()))
+                ids = pa.array(accepted_ids, pa.string())
+                if "__sf_id" in batch.schema.names:  # updates answer with the Id we sent
+                    ids = pc.coalesce(ids, taken.column("__sf_id"))
+                commits.append(_state_rows(taken, ids, "synced"))
+            if refused:
+                taken = batch.take(pa.array(refused, pa.int64()))
+                ids = taken.column("__sf_id") if "__sf_id" in batch.schema.names else None
+                commits.append(_state_rows(taken, ids, "rejected"))
             in_flight.settle(number, len(rows))
-        if commit_pk:
-            self._commit(commit_pk, commit_hash, commit_id, commit_status)
+        if commits:
+            self.state.commit(pa.concat_tables(commits))
 
-    def _commit(
-        self,
-        pks: list[str],
-        hashes: list[str | None],
-        ids: list[str | None],
-        statuses: list[str],
+    def _reject(
+        self, sink: RejectSink, batch: pa.RecordBatch, row: int, outcome: RecordOutcome
     ) -> None:
-        now = dt.datetime.now(dt.UTC)
-        table = pa.table(
-            {
-                "pk": pa.array(pks, pa.string()),
-                "hash": pa.array(hashes, pa.string()),
-                "sf_id": pa.array(ids, pa.string()),
-                "status": pa.array(statuses, pa.string()),
-                "updated_at": pa.array([now] * len(pks), pa.timestamp("us", tz="UTC")),
-            }
+        sink.add(
+            primary_key=batch.column("__pk")[row].as_py(),
+            record=_row_record(batch, row, _field_columns(batch)),
+            error_code=outcome.error_code or "UNKNOWN_ERROR",
+            message=outcome.message or "",
+            fields=list(outcome.fields or []),
+            attempts=outcome.attempts,
+            transport=self.summary.transport,
         )
-        self.state.commit(table, run_id=self.run_id)
+
+    def _commit_deleted(self, pks: list[str]) -> None:
+        n = len(pks)
+        self.state.commit(
+            pa.table(
+                {
+                    "pk": pa.array(pks, pa.string()),
+                    "status": pa.array(["deleted"] * n, pa.string()),
+                }
+            )
+        )
 
     def _delete_removed(self, plan: Plan, sink: RejectSink) -> None:
         """Mirror: delete the records whose rows left the model, by their recorded Id."""
@@ -451,7 +465,7 @@ class SyncRun:
                 in_flight.settle(number, 1)
             self.progress("delete", self.summary.deleted, self.summary.removed)
             if pks:
-                self._commit(pks, [None] * len(pks), [None] * len(pks), ["deleted"] * len(pks))
+                self._commit_deleted(pks)
 
         request = SendRequest(
             object=self.spec.object,
@@ -505,6 +519,19 @@ class SyncRun:
                     )
             batch = batch.append_column("Id", ids).filter(pc.invert(missing))
             yield batch
+
+
+def _state_rows(batch: pa.RecordBatch, ids: pa.Array | None, status: str) -> pa.Table:
+    n = batch.num_rows
+    columns = {
+        "pk": batch.column("__pk"),
+        "hash": batch.column("__hash"),
+        "sf_id": ids if ids is not None else pa.nulls(n, pa.string()),
+        "status": pa.array([status] * n, pa.string()),
+    }
+    if status == "synced" and "__payload" in batch.schema.names:
+        columns["payload"] = batch.column("__payload")
+    return pa.table(columns)
 
 
 def _only_id(batch: pa.RecordBatch) -> pa.RecordBatch:

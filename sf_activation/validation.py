@@ -43,7 +43,14 @@ def validate_models(
             try:
                 spec = load_model(path)
                 check_columns(spec, warehouse.columns(spec.sql_text))
-                validate_mapping(spec, client.describe(spec.object), client.describe)
+                validate_mapping(
+                    model=spec.name,
+                    describe=client.describe(spec.object),
+                    operation=spec.write_operation,
+                    field_map=spec.fields,
+                    external_id=spec.external_id,
+                    parent_describe=client.describe,
+                )
             except (ModelError, WarehouseError, SalesforceError) as exc:
                 results.append({"model": path.stem, "ok": False, "message": str(exc)})
                 continue
