@@ -297,6 +297,13 @@ def _exception_text(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     if orig is not None:
         exc = orig
+    # google.api_core errors: the first structured error is BigQuery's own message; the
+    # exception text repeats it with the endpoint, reason and job id around it.
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0].get("message")
+        if isinstance(first, str) and first:
+            return first
     message = getattr(exc, "message", None)  # google.api_core errors
     text = message if isinstance(message, str) and message else str(exc)
     return text or type(exc).__name__
@@ -585,6 +592,10 @@ class BigQueryWarehouse(Warehouse):
             job = client.query(
                 _strip_sql(sql), job_config=self._job_config(dry_run=True, use_query_cache=False)
             )
+            if job.error_result:
+                raise self._error(
+                    "query failed", job.error_result.get("message", str(job.error_result))
+                )
             schema = job.schema
         except WarehouseError:
             raise
