@@ -1,0 +1,402 @@
+"""Authentication and the pooled HTTP session every other module talks through.
+
+Flows (chosen by `SalesforceSettings.auth_flow`): a ready access token, OAuth refresh
+token, JWT bearer (private key file), client credentials (My Domain only) and password
+(OAuth password grant with a client id; SOAP login through simple-salesforce without one).
+
+simple-salesforce is used where it fits: it parses `Sforce-Limit-Info` and does the SOAP
+login. Its OAuth helpers are not used because they build `https://{domain}.salesforce.com`
+URLs themselves (no way to reach a My Domain with a custom host, a proxy or the local
+emulator) and have no refresh-token grant, so the token requests are written here.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import jwt
+import requests
+from pydantic import BaseModel, ConfigDict, SecretStr
+from requests.adapters import HTTPAdapter
+from simple_salesforce import Salesforce as _SimpleSalesforce
+from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+from simple_salesforce.login import soap_login
+
+from sf_activation.config import SalesforceSettings
+from sf_activation.salesforce.errors import (
+    ApiLimitError,
+    AuthenticationError,
+    SalesforceError,
+    SessionExpiredError,
+    TransientError,
+    error_from_response,
+    redact,
+)
+
+log = logging.getLogger(__name__)
+
+# Connect, read. Bulk result downloads and 200-record upserts on a busy org can take
+# minutes; a hung socket must still end.
+DEFAULT_TIMEOUT = (15.0, 300.0)
+_GENERIC_LOGIN_HOSTS = {"login.salesforce.com", "test.salesforce.com"}
+
+
+class TokenResponse(BaseModel):
+    """The OAuth token endpoint's answer (JWT answers may lack issued_at/signature)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    access_token: SecretStr
+    instance_url: str
+    token_type: str | None = None
+    issued_at: str | None = None
+    id: str | None = None
+
+
+class ApiUsage(BaseModel):
+    """Daily API requests used and allowed, from the last `Sforce-Limit-Info` header."""
+
+    used: int
+    total: int
+
+
+def _trust_bundle(ca_bundle: Path) -> str:
+    """A CA file trusting the public roots plus `ca_bundle` (an *extra* CA, not the only one)."""
+    try:
+        import certifi
+
+        public = Path(certifi.where()).read_bytes()
+    except Exception:  # certifi missing: trust the given bundle alone
+        return str(ca_bundle)
+    with tempfile.NamedTemporaryFile(
+        prefix="sf_activation_ca_", suffix=".pem", delete=False
+    ) as merged:
+        merged.write(public + b"\n" + ca_bundle.read_bytes())
+    return merged.name
+
+
+class SalesforceSession:
+    """A thread-safe, pooled `requests.Session` with the bearer token of one org.
+
+    `request()` re-authenticates and repeats once on 401 INVALID_SESSION_ID, counts API
+    calls, reads `Sforce-Limit-Info`, and raises the typed errors of `errors.py`.
+    """
+
+    def __init__(
+        self,
+        settings: SalesforceSettings,
+        *,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        pool_size: int = 32,
+    ) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self.api_version = settings.api_version
+        self.http = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self.http.mount("https://", adapter)
+        self.http.mount("http://", adapter)
+        if settings.ca_bundle is not None:
+            self.http.verify = _trust_bundle(Path(settings.ca_bundle))
+        self.http.headers["Accept-Encoding"] = "gzip"
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._token_generation = 0
+        self.instance_url: str | None = (settings.instance_url or "").rstrip("/") or None
+        if settings.access_token is not None:
+            self._token = settings.access_token.get_secret_value()
+        self._api_calls = 0
+        self._usage: ApiUsage | None = None
+        # Calls sent since the last header: usage is at least header + these.
+        self._calls_since_usage = 0
+
+    @classmethod
+    def from_settings(cls, settings: SalesforceSettings, **kwargs: Any) -> SalesforceSession:
+        return cls(settings, **kwargs)
+
+    # -- secrets -----------------------------------------------------------------------
+
+    def _secrets(self) -> tuple[str, ...]:
+        s = self.settings
+        values = [self._token or ""]
+        for secret in (s.access_token, s.client_secret, s.refresh_token, s.password):
+            if secret is not None:
+                values.append(secret.get_secret_value())
+        if s.security_token is not None:
+            values.append(s.security_token.get_secret_value())
+        return tuple(v for v in values if v)
+
+    def redact(self, text: str) -> str:
+        return redact(text, self._secrets())
+
+    # -- counters ----------------------------------------------------------------------
+
+    @property
+    def api_calls(self) -> int:
+        """REST/Bulk calls sent through this session (token requests excluded)."""
+        return self._api_calls
+
+    @property
+    def api_usage(self) -> ApiUsage | None:
+        return self._usage
+
+    def check_budget(self, calls: int = 1) -> None:
+        """Raise `ApiLimitError` if `calls` more would exceed the allowed share of the day."""
+        share = self.settings.max_api_usage_share
+        with self._lock:
+            usage = self._usage
+            pending = self._calls_since_usage
+        if usage is None or usage.total <= 0:
+            return
+        allowed = int(usage.total * share)
+        if usage.used + pending + calls > allowed:
+            raise ApiLimitError(
+                f"API budget reached: {usage.used + pending} of {usage.total} daily API calls "
+                f"used, the limit for this run is {share:.0%} ({allowed})",
+                error_code="API_BUDGET_REACHED",
+            )
+
+    def _record_usage(self, response: requests.Response) -> None:
+        header = response.headers.get("Sforce-Limit-Info")
+        if not header:
+            return
+        parsed = _SimpleSalesforce.parse_api_usage(header).get("api-usage")
+        if parsed is None:
+            return
+        with self._lock:
+            self._usage = ApiUsage(used=parsed.used, total=parsed.total)
+            self._calls_since_usage = 0
+
+    # -- authentication ------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if self.instance_url is None:
+            self.authenticate()
+        return f"{self.instance_url}/services/data/v{self.api_version}/"
+
+    def authenticate(self, *, stale_generation: int | None = None) -> None:
+        """Get a fresh access token; concurrent callers with the same stale token share one."""
+        with self._lock:
+            if stale_generation is not None and stale_generation != self._token_generation:
+                return  # another thread already refreshed it
+            token, instance_url = self._fetch_token()
+            self._token = token
+            self.instance_url = instance_url.rstrip("/")
+            self._token_generation += 1
+        log.info(
+            "authenticated to Salesforce (%s flow) at %s", self.settings.auth_flow, instance_url
+        )
+
+    def _fetch_token(self) -> tuple[str, str]:
+        s = self.settings
+        flow = s.auth_flow
+        login = s.login_url.rstrip("/")
+        token_url = f"{login}/services/oauth2/token"
+        if flow == "refresh_token":
+            data = {
+                "grant_type": "refresh_token",
+                "refresh_token": s.refresh_token.get_secret_value(),  # type: ignore[union-attr]
+                "client_id": s.client_id or "",
+            }
+            if s.client_secret is not None:
+                data["client_secret"] = s.client_secret.get_secret_value()
+            return self._token_request(token_url, data)
+        if flow == "jwt_bearer":
+            try:
+                key = Path(s.private_key_file).read_bytes()  # type: ignore[arg-type]
+            except OSError as exc:
+                raise AuthenticationError(
+                    f"cannot read SALESFORCE_PRIVATE_KEY_FILE {s.private_key_file}: {exc.strerror}"
+                ) from None
+            claims = {
+                "iss": s.client_id or "",
+                "sub": s.username,
+                "aud": login,
+                "exp": int(time.time()) + 180,
+            }
+            try:
+                assertion = jwt.encode(claims, key, algorithm="RS256")
+            except Exception as exc:  # a malformed key: never echo its content
+                raise AuthenticationError(
+                    f"cannot sign the JWT with {s.private_key_file}: {type(exc).__name__}"
+                ) from None
+            data = {
+                "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                "assertion": assertion,
+            }
+            return self._token_request(token_url, data)
+        if flow == "client_credentials":
+            host = urlparse(login).hostname or ""
+            if host in _GENERIC_LOGIN_HOSTS:
+                raise AuthenticationError(
+                    "the client credentials flow needs a My Domain SALESFORCE_LOGIN_URL "
+                    f"(https://<domain>.my.salesforce.com), not {login}"
+                )
+            data = {
+                "grant_type": "client_credentials",
+                "client_id": s.client_id or "",
+                "client_secret": s.client_secret.get_secret_value(),  # type: ignore[union-attr]
+            }
+            return self._token_request(token_url, data)
+        if flow == "password":
+            password = s.password.get_secret_value()  # type: ignore[union-attr]
+            if s.security_token is not None:
+                password += s.security_token.get_secret_value()
+            if s.client_id:
+                data = {
+                    "grant_type": "password",
+                    "client_id": s.client_id,
+                    "username": s.username or "",
+                    "password": password,
+                }
+                if s.client_secret is not None:
+                    data["client_secret"] = s.client_secret.get_secret_value()
+                return self._token_request(token_url, data)
+            return self._soap_login(login, s.username or "", password)
+        if flow == "access_token":
+            raise AuthenticationError(
+                "the access token was refused (expired or revoked) and no refresh token, "
+                "private key, password or client secret is configured to get a new one"
+            )
+        raise AuthenticationError(
+            "no Salesforce credentials: set SALESFORCE_INSTANCE_URL + SALESFORCE_ACCESS_TOKEN, "
+            "or a refresh token, JWT key, password or client credentials"
+        )
+
+    def _token_request(self, url: str, data: dict[str, str]) -> tuple[str, str]:
+        try:
+            response = self.http.post(url, data=data, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise TransientError(
+                f"cannot reach the Salesforce token endpoint {url}: {type(exc).__name__}"
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            if response.status_code >= 500 or response.status_code == 429:
+                raise TransientError(
+                    f"token endpoint answered HTTP {response.status_code}",
+                    status=response.status_code,
+                )
+            code = body.get("error") if isinstance(body, dict) else None
+            desc = body.get("error_description") if isinstance(body, dict) else None
+            raise AuthenticationError(
+                self.redact(
+                    f"Salesforce refused the {self.settings.auth_flow} login at {url}: "
+                    f"{code or 'HTTP ' + str(response.status_code)}"
+                    + (f" ({desc})" if desc else "")
+                ),
+                status=response.status_code,
+                error_code=code,
+            )
+        token = TokenResponse.model_validate(body)
+        return token.access_token.get_secret_value(), token.instance_url
+
+    def _soap_login(self, login: str, username: str, password: str) -> tuple[str, str]:
+        body = f"""<?xml version="1.0" encoding="utf-8" ?>
+<env:Envelope xmlns:xsd="http://www.w3.org/2001/XMLSchema"
+        xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+        xmlns:env="http://schemas.xmlsoap.org/soap/envelope/"
+        xmlns:urn="urn:partner.soap.sforce.com">
+    <env:Body>
+        <n1:login xmlns:n1="urn:partner.soap.sforce.com">
+            <n1:username>{escape(username)}</n1:username>
+            <n1:password>{escape(password)}</n1:password>
+        </n1:login>
+    </env:Body>
+</env:Envelope>"""
+        headers = {"content-type": "text/xml", "charset": "UTF-8", "SOAPAction": "login"}
+        url = f"{login}/services/Soap/u/{self.api_version}"
+        try:
+            session_id, host = soap_login(url, body, headers, None, self.http)
+        except SalesforceAuthenticationFailed as exc:
+            raise AuthenticationError(
+                self.redact(f"Salesforce refused the password login at {url}: {exc.code}")
+            ) from None
+        except requests.RequestException as exc:
+            raise TransientError(f"cannot reach {url}: {type(exc).__name__}") from None
+        scheme = urlparse(login).scheme or "https"
+        return session_id, f"{scheme}://{host}"
+
+    # -- requests ------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        """Absolute URL: `path` relative to the versioned base, or starting at `/services`."""
+        if path.startswith(("http://", "https://")):
+            return path
+        if path.startswith("/"):
+            if self.instance_url is None:
+                self.authenticate()
+            return f"{self.instance_url}{path}"
+        return self.base_url + path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        check_budget: bool = True,
+        stream: bool = False,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send one API call; returns a 2xx response or raises a typed `SalesforceError`."""
+        if self._token is None:
+            self.authenticate()
+        url = self.url(path)
+        extra_headers = dict(kwargs.pop("headers", None) or {})
+        for attempt in (1, 2):
+            if check_budget:
+                self.check_budget()
+            with self._lock:
+                token = self._token
+                generation = self._token_generation
+                self._api_calls += 1
+                self._calls_since_usage += 1
+            headers = {**extra_headers, "Authorization": f"Bearer {token}"}
+            try:
+                response = self.http.request(
+                    method, url, headers=headers, timeout=self.timeout, stream=stream, **kwargs
+                )
+            except requests.RequestException as exc:
+                # The exception text can include the URL but never headers; still redact.
+                raise TransientError(
+                    self.redact(f"{method} {url.split('?', 1)[0]} failed: {type(exc).__name__}"),
+                    url=url,
+                ) from None
+            self._record_usage(response)
+            if response.status_code < 400:
+                return response
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            error = error_from_response(response.status_code, body, url, self._secrets())
+            if isinstance(error, SessionExpiredError) and attempt == 1:
+                log.info("Salesforce session expired; re-authenticating and repeating the call")
+                self.authenticate(stale_generation=generation)
+                if hasattr(kwargs.get("data"), "seek"):
+                    kwargs["data"].seek(0)  # a streamed upload must start over
+                continue
+            if isinstance(error, SessionExpiredError):
+                raise AuthenticationError(str(error), status=401, error_code="INVALID_SESSION_ID")
+            raise error
+        raise SalesforceError("unreachable")  # pragma: no cover
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def close(self) -> None:
+        self.http.close()

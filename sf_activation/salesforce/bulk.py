@@ -1,0 +1,648 @@
+"""Bulk API 2.0 ingest: one job per ≤100 MB of CSV, every uploaded row matched to a result.
+
+Streaming: batches are written to a job's spool (the CSV to upload plus an Arrow IPC copy
+of the canonical rows with their keys) on disk; when the next slice would push the CSV
+over `max_job_bytes`, that job is run and a new spool starts. Memory holds one slice.
+
+Matching results to input rows. Salesforce returns successful, failed and unprocessed
+rows in any order and echoes only the original CSV columns (an extra key column is not
+allowed: an unknown header fails the job). So each row is identified by its full
+original CSV text, joined column by column. The CSV cells are computed by one function
+(`csv_cells`) both when writing and when matching, so they agree byte for byte. Rows
+whose cells are identical (possible on insert) form a group; results for the group are
+handed out one per row, which is a bijection: identical rows get identical outcomes except
+for the Ids, and any assignment of those Ids is consistent. Afterwards
+successful + failed + unprocessed must equal the rows uploaded; any input row without a
+result becomes a retryable outcome, never a silent loss.
+
+Rows that failed for a transient reason (UNABLE_TO_LOCK_ROW, Timeout, …) are sent again:
+through sObject Collections when few (a Bulk job costs at least 4 calls and minutes of
+latency), in another Bulk job when many.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.ipc as ipc
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from sf_activation.salesforce.auth import SalesforceSession
+from sf_activation.salesforce.composite import (
+    CHUNK_SIZE,
+    CollectionsApi,
+    records_from_batch,
+    send_chunk,
+)
+from sf_activation.salesforce.errors import (
+    ApiLimitError,
+    SalesforceError,
+    TransientError,
+    is_retryable_record_error,
+)
+from sf_activation.salesforce.outcomes import (
+    API_BUDGET_REACHED,
+    BULK_JOB_FAILED,
+    BULK_RESULT_MISSING,
+    KEY_COLUMN,
+    RecordOutcome,
+    RetryPolicy,
+    StopSignal,
+)
+from sf_activation.salesforce.payload import PayloadLayout
+
+log = logging.getLogger(__name__)
+
+MAX_JOB_BYTES = 100 * 1024 * 1024  # 150 MB after base64 is the limit; stay well under
+SLICE_ROWS = 10_000
+NULL_CELL = "#N/A"
+_SEP = "\x1f"
+_TERMINAL = {"JobComplete", "Failed", "Aborted"}
+_JSON = {"Content-Type": "application/json; charset=UTF-8"}
+
+
+class BulkSettings(BaseModel):
+    """Tuning of Bulk 2.0 jobs; defaults suit a real org."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_job_bytes: int = Field(default=MAX_JOB_BYTES, gt=0)
+    poll_initial: float = Field(default=1.0, gt=0)
+    poll_max: float = Field(default=15.0, gt=0)
+    poll_factor: float = Field(default=1.5, ge=1.0)
+    job_timeout: float = Field(default=4 * 3600.0, gt=0)
+    # Transient record failures up to this many go back through sObject Collections.
+    composite_retry_limit: int = Field(default=2000, ge=0)
+    work_dir: Path | None = None
+
+
+class JobInfo(BaseModel):
+    """`GET jobs/ingest/{id}` (only what the client reads)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    state: str
+    numberRecordsProcessed: int = 0
+    numberRecordsFailed: int = 0
+    errorMessage: str | None = None
+
+
+# -- CSV ---------------------------------------------------------------------------------
+
+
+def csv_header(layout: PayloadLayout) -> list[str]:
+    """Columns of the job's CSV: plain fields, lookups, then the reference fields that
+    `nulls: clear` empties when a lookup is null (ParentId for Parent.External_Id__c)."""
+    header = list(layout.fields) + [lk.column for lk in layout.lookups]
+    if layout.clear_nulls:
+        present = {h.lower() for h in header}
+        for lk in layout.lookups:
+            if lk.reference_field.lower() not in present:
+                header.append(lk.reference_field)
+                present.add(lk.reference_field.lower())
+    return header
+
+
+def _cell_text(arr: pa.Array) -> pa.Array:
+    if pa.types.is_string(arr.type):
+        return arr
+    return pc.cast(arr, pa.string())
+
+
+def csv_cells(layout: PayloadLayout, batch: pa.RecordBatch) -> list[pa.Array]:
+    """String cells of each CSV column for `batch`, in `csv_header` order.
+
+    A null is `#N/A` (set the field to null) with `nulls: clear` and an empty cell
+    (leave the field alone) with `keep`; an empty lookup cell is always empty, and its
+    reference column carries the `#N/A` instead.
+    """
+    null_fill = NULL_CELL if layout.clear_nulls else ""
+    cells = [pc.fill_null(_cell_text(batch.column(name)), null_fill) for name in layout.fields]
+    lookup_values = [batch.column(lk.column) for lk in layout.lookups]
+    cells.extend(pc.fill_null(_cell_text(values), "") for values in lookup_values)
+    header = csv_header(layout)
+    extra = header[len(cells) :]
+    by_reference = {
+        lk.reference_field: values for lk, values in zip(layout.lookups, lookup_values, strict=True)
+    }
+    for reference_field in extra:
+        values = by_reference[reference_field]
+        cells.append(pc.if_else(pc.is_null(values), NULL_CELL, ""))
+    return cells
+
+
+def _csv_bytes(header: list[str], cells: list[pa.Array]) -> bytes:
+    table = pa.Table.from_arrays(cells, names=[f"c{i}" for i in range(len(cells))])
+    sink = pa.BufferOutputStream()
+    # Arrow quotes every string cell and doubles embedded quotes: commas, quotes,
+    # newlines and any unicode survive, and `#N/A` stays a literal.
+    pcsv.write_csv(table, sink, pcsv.WriteOptions(include_header=False))
+    return sink.getvalue().to_pybytes()
+
+
+def _header_line(header: list[str]) -> bytes:
+    return (",".join(header) + "\n").encode()
+
+
+def match_keys(cells: list[pa.Array]) -> list[str]:
+    """One string per row identifying it by all of its CSV cells."""
+    if len(cells) == 1:
+        return cells[0].to_pylist()
+    return pc.binary_join_element_wise(*cells, _SEP).to_pylist()
+
+
+# -- spooling ----------------------------------------------------------------------------
+
+
+@dataclass
+class JobSpool:
+    """One job's input on disk: the CSV to upload and the canonical rows with keys."""
+
+    layout: PayloadLayout
+    csv_path: Path
+    rows_path: Path
+    rows: int
+    attempt: int  # 1 for the first send of these rows
+
+    def read_rows(self) -> pa.Table:
+        with pa.memory_map(str(self.rows_path)) as source:
+            return ipc.open_file(source).read_all()
+
+
+class _SpoolWriter:
+    def __init__(
+        self, directory: Path, layout: PayloadLayout, schema: pa.Schema, attempt: int, seq: int
+    ) -> None:
+        self.layout = layout
+        self.header = csv_header(layout)
+        self.csv_path = directory / f"job-{seq:05d}.csv"
+        self.rows_path = directory / f"job-{seq:05d}.arrow"
+        self.csv = self.csv_path.open("wb")
+        self.csv.write(_header_line(self.header))
+        self.bytes = self.csv.tell()
+        self.rows_sink = pa.OSFile(str(self.rows_path), "wb")
+        self.rows_writer = ipc.new_file(self.rows_sink, schema)
+        self.rows = 0
+        self.attempt = attempt
+
+    def write(self, batch: pa.RecordBatch, data: bytes) -> None:
+        self.csv.write(data)
+        self.bytes += len(data)
+        self.rows_writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def finish(self) -> JobSpool:
+        self.csv.close()
+        self.rows_writer.close()
+        self.rows_sink.close()
+        return JobSpool(self.layout, self.csv_path, self.rows_path, self.rows, self.attempt)
+
+
+# -- the sender --------------------------------------------------------------------------
+
+
+class BulkSender:
+    """Runs canonical batches through Bulk 2.0 jobs and reports one outcome per row."""
+
+    def __init__(
+        self,
+        session: SalesforceSession,
+        layout_for: Callable[[pa.Schema], PayloadLayout],
+        *,
+        policy: RetryPolicy,
+        settings: BulkSettings,
+        concurrency: int,
+        on_outcomes: Callable[[list[RecordOutcome]], None],
+        stop: StopSignal | None = None,
+    ) -> None:
+        self.session = session
+        self.layout_for = layout_for
+        self.policy = policy
+        self.settings = settings
+        self.concurrency = concurrency
+        self.on_outcomes = on_outcomes
+        self.stop = stop or StopSignal()
+        self.job_ids: list[str] = []
+        self._seq = 0
+        self._retries: list[tuple[PayloadLayout, pa.Table, int]] = []
+
+    # public ------------------------------------------------------------------------
+
+    def run(self, batches: Iterable[pa.RecordBatch]) -> None:
+        directory = Path(tempfile.mkdtemp(prefix="sf_bulk_", dir=self.settings.work_dir))
+        try:
+            for spool in self._spool(directory, self._first_attempt(batches), attempt=1):
+                self._run_job(spool)
+            # Rows that failed transiently, in rounds, until none are left or attempts run out.
+            while self._retries:
+                layout, rows, attempt = self._retries.pop(0)
+                if rows.num_rows <= self.settings.composite_retry_limit:
+                    self._retry_through_composite(layout, rows, attempt)
+                else:
+                    for spool in self._spool(
+                        directory, ((layout, b) for b in rows.to_batches()), attempt
+                    ):
+                        self._run_job(spool)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    # spooling ------------------------------------------------------------------------
+
+    def _first_attempt(
+        self, batches: Iterable[pa.RecordBatch]
+    ) -> Iterator[tuple[PayloadLayout, pa.RecordBatch]]:
+        layout: PayloadLayout | None = None
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            if layout is None:
+                layout = self.layout_for(batch.schema)
+            mask = layout.missing_identity(batch)
+            if mask is not None:
+                code, message = layout.missing_identity_message()
+                keys = batch.filter(mask).column(KEY_COLUMN).to_pylist()
+                self.on_outcomes([RecordOutcome(k, False, None, None, code, message) for k in keys])
+                batch = batch.filter(pc.invert(mask))
+            yield layout, batch
+
+    def _spool(
+        self, directory: Path, batches: Iterable[tuple[PayloadLayout, pa.RecordBatch]], attempt: int
+    ) -> Iterator[JobSpool]:
+        """Jobs of at most `max_job_bytes` CSV each, written slice by slice."""
+        writer: _SpoolWriter | None = None
+        limit = self.settings.max_job_bytes
+        for layout, batch in batches:
+            if self.stop.is_set():
+                self._report_not_sent(batch.column(KEY_COLUMN).to_pylist())
+                continue
+            for offset in range(0, batch.num_rows, SLICE_ROWS):
+                for part, data in self._fitting_slices(
+                    layout, batch.slice(offset, SLICE_ROWS), limit
+                ):
+                    if writer is not None and writer.rows and writer.bytes + len(data) > limit:
+                        yield writer.finish()
+                        writer = None
+                    if self.stop.is_set():
+                        self._report_not_sent(part.column(KEY_COLUMN).to_pylist())
+                        continue
+                    if writer is None:
+                        self._seq += 1
+                        writer = _SpoolWriter(directory, layout, part.schema, attempt, self._seq)
+                    writer.write(part, data)
+        if writer is not None and writer.rows:
+            yield writer.finish()
+
+    def _fitting_slices(
+        self, layout: PayloadLayout, part: pa.RecordBatch, limit: int
+    ) -> Iterator[tuple[pa.RecordBatch, bytes]]:
+        data = _csv_bytes(csv_header(layout), csv_cells(layout, part))
+        if len(data) + 1024 <= limit or part.num_rows == 1:
+            yield part, data
+            return
+        half = part.num_rows // 2
+        yield from self._fitting_slices(layout, part.slice(0, half), limit)
+        yield from self._fitting_slices(layout, part.slice(half), limit)
+
+    # one job -------------------------------------------------------------------------
+
+    def _control(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A job-control call, retried on transient errors (tenacity: exponential + jitter)."""
+        for attempt in Retrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(self.policy.max_attempts),
+            wait=wait_random_exponential(
+                multiplier=self.policy.base_delay, max=self.policy.max_delay
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return fn(*args, **kwargs)
+        return None  # pragma: no cover
+
+    def _run_job(self, spool: JobSpool) -> None:
+        layout = spool.layout
+        try:
+            # A job costs ~6 calls plus polls; start it only if the budget allows all of
+            # them, and let a started job finish (its rows would otherwise be unaccounted).
+            self.session.check_budget(calls=8)
+        except ApiLimitError as exc:
+            self.stop.set(str(exc))
+        if self.stop.is_set():
+            self._report_not_sent(spool.read_rows().column(KEY_COLUMN).to_pylist())
+            return
+        job_id: str | None = None
+        try:
+            body: dict[str, Any] = {
+                "object": layout.object,
+                "operation": layout.operation,
+                "contentType": "CSV",
+                "lineEnding": "LF",
+                "columnDelimiter": "COMMA",
+            }
+            if layout.operation == "upsert":
+                body["externalIdFieldName"] = layout.identity
+            info = self._control(
+                self.session.json, "POST", "jobs/ingest", json=body, check_budget=False
+            )
+            job_id = str(info["id"])
+            self.job_ids.append(job_id)
+            log.info(
+                "bulk job %s: %s %s, %d rows", job_id, layout.operation, layout.object, spool.rows
+            )
+            self._control(self._upload, job_id, spool.csv_path)
+            self._control(
+                self.session.json,
+                "PATCH",
+                f"jobs/ingest/{job_id}",
+                json={"state": "UploadComplete"},
+                check_budget=False,
+            )
+            final = self._poll(job_id)
+        except SalesforceError as exc:
+            if isinstance(exc, ApiLimitError):
+                self.stop.set(str(exc))
+            if job_id is None:
+                self._report_job_failed(spool, f"could not create the Bulk job: {exc}")
+                return
+            log.warning("bulk job %s could not be completed: %s", job_id, exc)
+            self._abort(job_id)
+            final = self._job_info(job_id) or JobInfo(
+                id=job_id, state="Aborted", errorMessage=str(exc)
+            )
+        self._reconcile(spool, final)
+
+    def _upload(self, job_id: str, csv_path: Path) -> None:
+        with csv_path.open("rb") as data:  # streamed from disk, never read whole
+            self.session.request(
+                "PUT",
+                f"jobs/ingest/{job_id}/batches",
+                data=data,
+                headers={"Content-Type": "text/csv"},
+                check_budget=False,
+            )
+
+    def _job_info(self, job_id: str) -> JobInfo | None:
+        try:
+            return JobInfo.model_validate(
+                self._control(self.session.json, "GET", f"jobs/ingest/{job_id}", check_budget=False)
+            )
+        except SalesforceError:
+            return None
+
+    def _poll(self, job_id: str) -> JobInfo:
+        delay = self.settings.poll_initial
+        deadline = time.monotonic() + self.settings.job_timeout
+        while True:
+            time.sleep(delay)
+            info = JobInfo.model_validate(
+                self._control(self.session.json, "GET", f"jobs/ingest/{job_id}", check_budget=False)
+            )
+            if info.state in _TERMINAL:
+                return info
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"bulk job {job_id} still {info.state} after {self.settings.job_timeout:.0f} s"
+                )
+            delay = min(self.settings.poll_max, delay * self.settings.poll_factor)
+
+    def _abort(self, job_id: str) -> None:
+        try:
+            self.session.json(
+                "PATCH", f"jobs/ingest/{job_id}", json={"state": "Aborted"}, check_budget=False
+            )
+        except SalesforceError as exc:  # already finished or failed: nothing to stop
+            log.info("bulk job %s not aborted: %s", job_id, exc)
+
+    # results -------------------------------------------------------------------------
+
+    def _results(
+        self, job_id: str, kind: str, header: list[str], extra: list[str]
+    ) -> pa.Table | None:
+        """A result CSV as a table of strings (no cell becomes null), or None when empty."""
+
+        def fetch() -> Path:
+            response = self.session.request(
+                "GET", f"jobs/ingest/{job_id}/{kind}/", stream=True, check_budget=False
+            )
+            with (
+                tempfile.NamedTemporaryFile(
+                    suffix=".csv", dir=self.settings.work_dir, delete=False
+                ) as handle,
+                response,
+            ):
+                for chunk in response.iter_content(1 << 20):
+                    handle.write(chunk)
+            return Path(handle.name)
+
+        path: Path = self._control(fetch)
+        try:
+            if path.stat().st_size == 0:
+                return None
+            names = extra + header
+            return pcsv.read_csv(
+                path,
+                parse_options=pcsv.ParseOptions(newlines_in_values=True),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            if "Empty CSV file" in str(exc):
+                return None
+            raise
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _reconcile(self, spool: JobSpool, info: JobInfo) -> None:
+        layout = spool.layout
+        header = csv_header(layout)
+        rows = spool.read_rows()
+        keys = rows.column(KEY_COLUMN).to_pylist()
+        batch = rows.combine_chunks().to_batches()[0] if rows.num_rows else None
+        if batch is None:
+            return
+        index: dict[str, list[int]] = {}
+        for i, key in enumerate(match_keys(csv_cells(layout, batch))):
+            index.setdefault(key, []).append(i)
+        outcomes: list[RecordOutcome | None] = [None] * rows.num_rows
+        retry: list[int] = []
+        attempt = spool.attempt
+        counts = {"successful": 0, "failed": 0, "unprocessed": 0, "unmatched": 0}
+
+        def take(result_key: str) -> int | None:
+            found = index.get(result_key)
+            if not found:
+                counts["unmatched"] += 1
+                return None
+            i = found.pop()
+            if not found:
+                del index[result_key]
+            return i
+
+        def read(kind: str, extra: list[str]) -> pa.Table | None:
+            try:
+                return self._results(info.id, kind, header, extra)
+            except SalesforceError as exc:
+                log.warning("bulk job %s: cannot read %s: %s", info.id, kind, exc)
+                return None
+
+        success = read("successfulResults", ["sf__Id", "sf__Created"])
+        if success is not None and success.num_rows:
+            ids = success.column("sf__Id").to_pylist()
+            created = success.column("sf__Created").to_pylist()
+            for j, key in enumerate(match_keys([success.column(h) for h in header])):
+                i = take(key)
+                if i is not None:
+                    counts["successful"] += 1
+                    outcomes[i] = RecordOutcome(
+                        keys[i],
+                        True,
+                        ids[j] or None,
+                        created[j].lower() == "true",
+                        attempts=attempt,
+                    )
+        if info.numberRecordsFailed or info.state != "JobComplete":
+            failed = read("failedResults", ["sf__Id", "sf__Error"])
+            if failed is not None and failed.num_rows:
+                ids = failed.column("sf__Id").to_pylist()
+                errors = failed.column("sf__Error").to_pylist()
+                for j, key in enumerate(match_keys([failed.column(h) for h in header])):
+                    i = take(key)
+                    if i is None:
+                        continue
+                    counts["failed"] += 1
+                    code, message, fields = parse_bulk_error(errors[j])
+                    transient = is_retryable_record_error(code)
+                    if transient and attempt < self.policy.max_attempts and not self.stop.is_set():
+                        retry.append(i)
+                    else:
+                        outcomes[i] = RecordOutcome(
+                            keys[i],
+                            False,
+                            ids[j] or None,
+                            None,
+                            code,
+                            message,
+                            fields,
+                            transient,
+                            attempt,
+                        )
+        if info.state == "JobComplete" and counts["successful"] + counts["failed"] == rows.num_rows:
+            unprocessed = None  # everything accounted for: skip the call
+        else:
+            unprocessed = read("unprocessedrecords", [])
+        if unprocessed is not None and unprocessed.num_rows:
+            for key in match_keys([unprocessed.column(h) for h in header]):
+                if take(key) is not None:
+                    counts["unprocessed"] += 1
+        total = counts["successful"] + counts["failed"] + counts["unprocessed"]
+        if total != rows.num_rows or counts["unmatched"]:
+            log.error(
+                "bulk job %s: results do not add up: %d successful + %d failed + %d unprocessed "
+                "= %d, uploaded %d (%d result rows matched no input); the rest are reported "
+                "retryable",
+                info.id, counts["successful"], counts["failed"], counts["unprocessed"], total,
+                rows.num_rows, counts["unmatched"],
+            )  # fmt: skip
+        retry_set = set(retry)
+        job_note = f"bulk job {info.id} {info.state}" + (
+            f": {info.errorMessage}" if info.errorMessage else ""
+        )
+        for i, outcome in enumerate(outcomes):
+            if outcome is None and i not in retry_set:
+                code = BULK_JOB_FAILED if info.state != "JobComplete" else BULK_RESULT_MISSING
+                outcomes[i] = RecordOutcome(
+                    keys[i],
+                    False,
+                    None,
+                    None,
+                    code,
+                    f"not processed ({job_note})",
+                    retryable=True,
+                    attempts=attempt,
+                )
+        if retry:
+            self._retries.append((layout, rows.take(sorted(retry_set)), attempt + 1))
+            self.on_outcomes([o for i, o in enumerate(outcomes) if i not in retry_set])  # type: ignore[misc]
+        else:
+            self.on_outcomes(outcomes)  # type: ignore[arg-type]
+
+    # retries and stops ---------------------------------------------------------------
+
+    def _retry_through_composite(self, layout: PayloadLayout, rows: pa.Table, attempt: int) -> None:
+        if self.stop.is_set():
+            self._report_not_sent(rows.column(KEY_COLUMN).to_pylist())
+            return
+        api = CollectionsApi(self.session, layout)
+        batch = rows.combine_chunks().to_batches()[0]
+        records = records_from_batch(layout, batch)
+        keys = batch.column(KEY_COLUMN).to_pylist()
+        time.sleep(self.policy.delay(attempt - 1))
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="sf-bulk-retry") as pool:
+            futures = [
+                pool.submit(
+                    send_chunk,
+                    api,
+                    records[s : s + CHUNK_SIZE],
+                    keys[s : s + CHUNK_SIZE],
+                    self.policy,
+                    self.stop,
+                    attempt,
+                )
+                for s in range(0, len(records), CHUNK_SIZE)
+            ]
+            for future in futures:
+                self.on_outcomes(future.result())
+
+    def _report_not_sent(self, keys: list[str]) -> None:
+        message = f"not sent: {self.stop.reason or 'the run stopped'}"
+        self.on_outcomes(
+            [
+                RecordOutcome(
+                    k, False, None, None, API_BUDGET_REACHED, message, retryable=True, attempts=0
+                )
+                for k in keys
+            ]
+        )
+
+    def _report_job_failed(self, spool: JobSpool, message: str) -> None:
+        keys = spool.read_rows().column(KEY_COLUMN).to_pylist()
+        code = API_BUDGET_REACHED if self.stop.is_set() else BULK_JOB_FAILED
+        self.on_outcomes(
+            [
+                RecordOutcome(
+                    k, False, None, None, code, message, retryable=True, attempts=spool.attempt
+                )
+                for k in keys
+            ]
+        )
+
+
+def parse_bulk_error(text: str | None) -> tuple[str, str, list[str]]:
+    """`STATUSCODE:message:field1,field2 --` → (code, message, fields)."""
+    if not text:
+        return "UNKNOWN_EXCEPTION", "", []
+    code, _, rest = text.partition(":")
+    rest = rest.strip()
+    if not rest.endswith("--"):
+        return code.strip(), rest, []
+    message, sep, fields_text = rest[:-2].rstrip().rpartition(":")
+    if not sep:
+        return code.strip(), message or fields_text, []
+    fields = [f.strip() for f in fields_text.split(",") if f.strip()]
+    return code.strip(), message.strip(), fields
