@@ -1,0 +1,244 @@
+"""The ASGI application: routes plus one thin layer every request passes through.
+
+The layer (`EmulatorApp`) does what a real org does before any resource sees a
+request: latency, the session check, injected request faults, the daily API limit,
+API-call counting and the `Sforce-Limit-Info` header. It is plain ASGI rather than
+Starlette middleware, so it costs a few dictionary look-ups per request, and it covers
+every route, the Bulk ones included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sf_activation.emulator.auth import bearer_token, identity_routes, token_routes
+from sf_activation.emulator.bulk import BulkIngest, BulkSettings
+from sf_activation.emulator.composite import collection_routes
+from sf_activation.emulator.context import Context
+from sf_activation.emulator.org import UnknownObjectError
+from sf_activation.emulator.responses import (
+    NOT_FOUND_MESSAGE,
+    ApiError,
+    error_response,
+    json_response,
+)
+from sf_activation.emulator.rest import rest_routes, versions_routes
+
+_OPEN_PATHS = frozenset(
+    {
+        "/services/data",
+        "/services/data/",
+        "/services/oauth2/token",
+        "/services/oauth2/revoke",
+    }
+)
+_VERSION_RE = re.compile(r"^/services/data/v\d{2,3}\.\d(?:/|$)")
+_SESSION_ERROR = error_response(401, "INVALID_SESSION_ID", "Session expired or invalid")
+_UNAVAILABLE = error_response(503, "SERVER_UNAVAILABLE", "Server temporarily unavailable")
+
+
+class EmulatorApp:
+    """Auth, faults, limits and counting around the Starlette router."""
+
+    def __init__(self, ctx: Context, inner: ASGIApp) -> None:
+        self.ctx = ctx
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+        ctx = self.ctx
+        if ctx.faults.latency_s:
+            await asyncio.sleep(ctx.faults.latency_s)
+        path: str = scope["path"]
+        if path in _OPEN_PATHS:
+            await self.inner(scope, receive, send)
+            return
+        state = ctx.token_state(bearer_token(scope["headers"]))
+        if state != "ok":
+            await _SESSION_ERROR(scope, receive, send)
+            return
+        if (
+            path.startswith("/__emulator/")
+            or path.startswith("/id/")
+            or path.startswith("/services/oauth2/")
+        ):
+            await self.inner(scope, receive, send)  # test and identity routes: not API calls
+            return
+        if path.startswith("/services/data/") and not _VERSION_RE.match(path):
+            await error_response(404, "NOT_FOUND", NOT_FOUND_MESSAGE)(scope, receive, send)
+            return
+        fault = ctx.faults.request_fault()
+        if fault == "drop":
+            _drop_connection(send)
+            return
+        if fault == "unavailable":
+            await _UNAVAILABLE(scope, receive, send)
+            return
+        if ctx.api_calls >= ctx.daily_api_limit:
+            await _limited(ctx)(scope, receive, send)
+            return
+        ctx.api_calls += 1
+        usage = ctx.usage_header().encode()
+
+        async def send_with_usage(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"sforce-limit-info", usage)]
+            await send(message)
+
+        try:
+            await self.inner(scope, receive, send_with_usage)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "(no route)"
+            ctx.requests_by_route[f"{scope['method']} {template}"] += 1
+
+
+def _limited(ctx: Context) -> Response:
+    response = error_response(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+    response.headers["Sforce-Limit-Info"] = ctx.usage_header()
+    return response
+
+
+def _drop_connection(send: Send) -> None:
+    """Close the client's connection without an answer (the `drop` fault).
+
+    uvicorn hands the app its per-request cycle's bound `send`; closing that cycle's
+    transport and marking it disconnected is what a vanished peer looks like to
+    uvicorn, so it neither writes a 500 nor logs an error.
+    """
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None:
+        raise ConnectionAbortedError("drop fault: no transport to close")
+    transport.close()
+    cycle.disconnected = True  # type: ignore[union-attr]
+
+
+def _guard(app: ASGIApp) -> ASGIApp:
+    """Turn an unexpected exception into Salesforce's 500 shape; the server keeps serving."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise
+            await error_response(
+                500,
+                "UNKNOWN_EXCEPTION",
+                "An unexpected error occurred. Please include this ErrorId if you contact "
+                "support: 0000000000-00000 (-1)",
+            )(scope, receive, send)
+
+    return guarded
+
+
+def test_routes(ctx: Context, bulk: BulkIngest) -> list[Route]:
+    """`/__emulator/…`: what tests look at; token required, never counted as API calls."""
+
+    async def stats(request: Request) -> Response:
+        return json_response(
+            {"api_calls": ctx.api_calls, "requests_by_route": dict(ctx.requests_by_route)}
+        )
+
+    async def reset(request: Request) -> Response:
+        ctx.org.reset()
+        bulk.reset()
+        with ctx.lock:
+            ctx.api_calls = 0
+            ctx.bulk_batches = 0
+            ctx.requests_by_route.clear()
+            ctx.tokens_version += 1
+        return Response(status_code=204)
+
+    async def records(request: Request) -> Response:
+        name = request.path_params["object"]
+        if ctx.org.schema(name) is None:
+            raise ApiError(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
+        return json_response(ctx.org.records(name))
+
+    return [
+        Route("/__emulator/stats", stats, methods=["GET"]),
+        Route("/__emulator/reset", reset, methods=["POST"]),
+        Route("/__emulator/records/{object}", records, methods=["GET"]),
+    ]
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _unknown_object(request: Request, exc: Exception) -> Response:
+    return error_response(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(
+            405, "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed."
+        )
+    if exc.status_code == 404:
+        return error_response(404, "NOT_FOUND", NOT_FOUND_MESSAGE)
+    return error_response(exc.status_code, "INVALID_REQUEST", str(exc.detail))
+
+
+def build_app(
+    ctx: Context,
+    *,
+    lifespan: Callable[[Any], AbstractAsyncContextManager[None]] | None = None,
+) -> EmulatorApp:
+    """The whole emulator as one ASGI app over ctx."""
+
+    def count_batches(n: int) -> None:
+        with ctx.lock:
+            ctx.bulk_batches += n
+
+    bulk = BulkIngest(
+        ctx.org,
+        BulkSettings(bulk_seconds=ctx.faults.spec.bulk_seconds, on_batches=count_batches),
+    )
+    ctx.extra["bulk"] = bulk
+    routes: list[Any] = [
+        *versions_routes(),
+        *token_routes(ctx),
+        *identity_routes(ctx),
+        *test_routes(ctx, bulk),
+        *rest_routes(ctx),
+        *collection_routes(ctx),
+        *bulk.routes(),
+    ]
+    for route in routes:
+        route.app = _guard(route.app)
+    inner = Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: _api_error,
+            UnknownObjectError: _unknown_object,
+            HTTPException: _http_error,
+        },
+        lifespan=lifespan,
+    )
+    return EmulatorApp(ctx, inner)
