@@ -1,0 +1,221 @@
+"""Initial load and steady state: sf_activation beside the approaches users would otherwise pick.
+
+    .venv/bin/python -m bench.load --rows 20000 --rows 200000
+
+Against the emulator with 50 ms latency per request and a DuckDB table of Account-like rows
+with ten mapped fields, in one run:
+
+1. initial load: sf_activation with transport auto, composite and bulk; baseline A (one REST
+   upsert per record through simple-salesforce, 8 threads; only up to --baseline-a-max rows,
+   it is slow by design); baseline B (simple-salesforce bulk2 upsert of the whole table);
+2. steady state: 1% of rows changed, 0.1% added, 0.1% removed: sf_activation upsert and
+   mirror against both baselines reloading everything; and a rerun with nothing changed.
+
+Prints a Markdown table per size (wall time, records written, API calls, client CPU seconds,
+peak RSS) with the ratios to each baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.harness import (
+    ROOT,
+    Emulator,
+    build_accounts,
+    change_accounts,
+    emulator,
+    measure,
+    write_model,
+)
+
+
+@dataclass
+class Row:
+    scenario: str
+    approach: str
+    wall_s: float
+    written: int
+    api_calls: int
+    cpu_s: float
+    peak_rss_mb: float
+    note: str = ""
+
+
+class Bench:
+    def __init__(self, work: Path, emu: Emulator, warehouse: Path) -> None:
+        self.work = work
+        self.emu = emu
+        self.warehouse = warehouse
+        self.models = work / "models"
+
+    def env(self, state: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "SALESFORCE_INSTANCE_URL": self.emu.instance_url,
+            "SALESFORCE_ACCESS_TOKEN": self.emu.access_token,
+            "SALESFORCE_CA_BUNDLE": self.emu.ca_bundle,
+            "SF_ACTIVATION_WAREHOUSE_URL": f"duckdb:///{self.warehouse}",
+            "SF_ACTIVATION_MODELS_DIR": str(self.models),
+            "SF_ACTIVATION_STATE_URL": str(self.work / "state" / state),
+            "SF_ACTIVATION_REJECTS_URL": str(self.work / "rejects"),
+        }
+
+    def sync(self, scenario: str, model: str, state: str, label: str) -> Row:
+        calls = self.emu.api_calls()
+        m = measure(
+            [sys.executable, "-m", "sf_activation", "sync", model, "--json"],
+            self.env(state),
+            cwd=self.work,
+        )
+        summary = json.loads(m.stdout.strip().splitlines()[-1])
+        written = summary["sent"] + summary.get("deleted", 0)
+        note = f"transport={summary['transport']}, failed={summary['failed']}"
+        return Row(
+            scenario,
+            label,
+            m.wall_s,
+            written,
+            self.emu.api_calls() - calls,
+            m.cpu_s,
+            m.peak_rss_mb,
+            note,
+        )
+
+    def baseline(self, scenario: str, script: str, label: str) -> Row:
+        calls = self.emu.api_calls()
+        m = measure(
+            [
+                sys.executable,
+                "-m",
+                f"bench.{script}",
+                "--warehouse",
+                str(self.warehouse),
+                "--instance-url",
+                self.emu.instance_url,
+                "--token",
+                self.emu.access_token,
+                "--ca-bundle",
+                self.emu.ca_bundle,
+            ],
+            {**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+        )
+        result = json.loads(m.stdout.strip().splitlines()[-1])
+        return Row(
+            scenario,
+            label,
+            m.wall_s,
+            result["sent"],
+            self.emu.api_calls() - calls,
+            m.cpu_s,
+            m.peak_rss_mb,
+            f"succeeded={result['succeeded']}",
+        )
+
+
+def run_size(rows: int, latency_ms: int, baseline_a_max: int) -> list[Row]:
+    out: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix=f"bench-{rows}-") as tmp, emulator(latency_ms) as emu:
+        work = Path(tmp)
+        warehouse = work / "warehouse.duckdb"
+        build_accounts(warehouse, rows)
+        bench = Bench(work, emu, warehouse)
+        for transport in ("composite", "bulk", "auto"):
+            write_model(bench.models, f"load_{transport}", "upsert", transport)
+        write_model(bench.models, "steady_mirror", "mirror", "auto")
+        with_a = rows <= baseline_a_max
+
+        for transport in ("composite", "bulk", "auto"):
+            emu.reset()
+            out.append(
+                bench.sync("initial", f"load_{transport}", transport, f"sf_activation {transport}")
+            )
+        emu.reset()
+        out.append(bench.baseline("initial", "baseline_bulk2", "baseline B: bulk2 reload"))
+        if with_a:
+            emu.reset()
+            out.append(bench.baseline("initial", "baseline_rest", "baseline A: REST per record"))
+
+        # Steady state starts from a loaded org and the state of the auto and mirror runs.
+        emu.reset()
+        shutil.rmtree(work / "state" / "auto", ignore_errors=True)
+        bench.sync("setup", "load_auto", "auto", "setup")
+        bench.sync("setup", "steady_mirror", "mirror", "setup")
+        change_accounts(warehouse, changed=0.01, added=0.001, removed=0.001)
+        out.append(bench.sync("steady", "load_auto", "auto", "sf_activation upsert"))
+        out.append(bench.sync("steady", "steady_mirror", "mirror", "sf_activation mirror"))
+        out.append(bench.sync("steady", "load_auto", "auto", "sf_activation, nothing changed"))
+        out.append(bench.baseline("steady", "baseline_bulk2", "baseline B: bulk2 reload"))
+        if with_a:
+            out.append(bench.baseline("steady", "baseline_rest", "baseline A: REST per record"))
+    return out
+
+
+def ratio(a: float, b: float) -> str:
+    if a == 0:
+        return "∞" if b else "–"
+    return f"{b / a:,.0f}×" if b / a >= 10 else f"{b / a:,.1f}×"
+
+
+def report(rows: int, results: list[Row]) -> str:
+    lines = [
+        f"### {rows:,} rows",
+        "",
+        "| scenario | approach | wall s | rows/s | records written | API calls | client CPU s "
+        "| CPU s per 1M sent | peak RSS MB | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        per_s = f"{r.written / r.wall_s:,.0f}" if r.written else "–"
+        cpu_per_m = f"{r.cpu_s / r.written * 1e6:,.1f}" if r.written else "–"
+        lines.append(
+            f"| {r.scenario} | {r.approach} | {r.wall_s:,.1f} | {per_s} | {r.written:,} "
+            f"| {r.api_calls:,} | {r.cpu_s:,.1f} | {cpu_per_m} | {r.peak_rss_mb:,.0f} | {r.note} |"
+        )
+    lines.append("")
+    for scenario in ("initial", "steady"):
+        ours = [r for r in results if r.scenario == scenario and r.approach.startswith("sf_")]
+        base_a = next(
+            (r for r in results if r.scenario == scenario and "baseline A" in r.approach), None
+        )
+        base_b = next(
+            (r for r in results if r.scenario == scenario and "baseline B" in r.approach), None
+        )
+        for r in ours:
+            parts = []
+            if base_a:
+                parts.append(
+                    f"API calls {ratio(r.api_calls, base_a.api_calls)} fewer than A, "
+                    f"{ratio(r.wall_s, base_a.wall_s)} faster than A"
+                )
+            if base_b:
+                parts.append(
+                    f"records written {ratio(r.written, base_b.written)} fewer than B, "
+                    f"API calls {ratio(r.api_calls, base_b.api_calls)} fewer than B"
+                )
+            if parts:
+                lines.append(f"- {scenario}, {r.approach}: " + "; ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, action="append", help="table size (repeatable)")
+    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--baseline-a-max", type=int, default=20_000)
+    args = parser.parse_args()
+    for rows in args.rows or [20_000]:
+        print(report(rows, run_size(rows, args.latency_ms, args.baseline_a_max)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
