@@ -273,7 +273,7 @@ class SalesforceSession:
 
     def _token_request(self, url: str, data: dict[str, str]) -> tuple[str, str]:
         try:
-            response = self.http.post(url, data=data, timeout=self.timeout)
+            response = self.http.post(url, data=data, timeout=self.timeout, verify=self.http.verify)
         except requests.RequestException as exc:
             raise TransientError(
                 f"cannot reach the Salesforce token endpoint {url}: {type(exc).__name__}"
@@ -364,8 +364,16 @@ class SalesforceSession:
                 self._calls_since_usage += 1
             headers = {**extra_headers, "Authorization": f"Bearer {token}"}
             try:
+                # verify per request: requests lets REQUESTS_CA_BUNDLE in the environment
+                # override a session's verify, which would drop SALESFORCE_CA_BUNDLE.
                 response = self.http.request(
-                    method, url, headers=headers, timeout=self.timeout, stream=stream, **kwargs
+                    method,
+                    url,
+                    headers=headers,
+                    timeout=self.timeout,
+                    stream=stream,
+                    verify=self.http.verify,
+                    **kwargs,
                 )
             except requests.RequestException as exc:
                 # The exception text can include the URL but never headers; still redact.
