@@ -40,3 +40,17 @@ emulator: install
 
 clean:
 	rm -rf $(VENV) .sf_activation .pytest_cache .ruff_cache
+
+# The Dagster UI on http://127.0.0.1:3000 with the example models, syncing into the local
+# emulator (started here, stopped when `dagster dev` exits). Builds the demo warehouse first
+# if it is missing.
+dev: install
+	@mkdir -p .sf_activation; rm -f .sf_activation/emulator.ready
+	@test -f .sf_activation/warehouse.duckdb || $(BIN)/python -c 'from pathlib import Path; from sf_activation.demo_data import build_demo_warehouse; build_demo_warehouse(Path(".sf_activation/warehouse.duckdb"))'
+	@$(BIN)/sf-activation emulator --port 0 --ready-file .sf_activation/emulator.ready & emulator=$$!; \
+	trap 'kill $$emulator 2>/dev/null' EXIT INT TERM; \
+	for _ in $$(seq 1 150); do test -s .sf_activation/emulator.ready && break; sleep 0.2; done; \
+	test -s .sf_activation/emulator.ready || { echo "emulator did not start"; exit 1; }; \
+	eval "$$($(BIN)/python -c 'import json, shlex; r = json.load(open(".sf_activation/emulator.ready")); names = {"instance_url": "SALESFORCE_INSTANCE_URL", "access_token": "SALESFORCE_ACCESS_TOKEN", "ca_bundle": "SALESFORCE_CA_BUNDLE"}; print(" ".join("export " + v + "=" + shlex.quote(str(r[k])) + ";" for k, v in names.items() if r.get(k)))')"; \
+	echo "emulator at $$SALESFORCE_INSTANCE_URL; starting dagster dev"; \
+	$(BIN)/dagster dev
