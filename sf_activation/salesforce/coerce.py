@@ -159,7 +159,7 @@ def _range_bad(name: str, values: pa.Array, integer_digits: int) -> _Bad | None:
     return _Bad(
         pc.fill_null(pc.greater_equal(pc.abs(values), limit), False),
         OUT_OF_RANGE,
-        lambda v: f"{name}: number outside valid range: {_shorten(v)}",
+        lambda v: f"{name}: value outside of valid range on numeric field: {_shorten(v)}",
     )
 
 
@@ -173,7 +173,7 @@ def _coerce_int(arr: pa.Array, field: FieldDescribe) -> tuple[pa.Array, list[_Ba
                 _Bad(
                     pc.fill_null(pc.less(values, 0), False),
                     OUT_OF_RANGE,
-                    lambda v: f"{name}: number outside valid range: {v}",
+                    lambda v: f"{name}: value outside of valid range on numeric field: {v}",
                 )
             )
     elif pa.types.is_boolean(arr.type):
@@ -334,6 +334,11 @@ def _coerce_text(
     return text, bads
 
 
+def _label(field: FieldDescribe) -> str:
+    # Salesforce's messages name the field by its label ("Account Name: data value too large").
+    return field.label or field.name
+
+
 def coerce_column(
     arr: pa.Array, field: FieldDescribe | None, sf_field: str
 ) -> tuple[pa.Array, list[_Bad]]:
@@ -342,6 +347,7 @@ def coerce_column(
     if field is None:
         return _coerce_text(arr, None, sf_field)
     kind = field.type
+    field = field.model_copy(update={"name": _label(field)})
     if kind in INT_TYPES:
         return _coerce_int(arr, field)
     if kind in FLOAT_TYPES:
