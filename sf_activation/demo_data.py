@@ -4,7 +4,7 @@ Generated in SQL inside DuckDB (no large files in the repo). A handful of rows a
 be rejected, each for a reason the demo explains:
 
 - contacts whose email is not an address (Salesforce: INVALID_EMAIL_ADDRESS);
-- an opportunity whose stage is not in the Stage picklist (rejected before sending);
+- an opportunity without a close date (Salesforce: REQUIRED_FIELD_MISSING);
 - a contact whose primary key repeats (DUPLICATE_PRIMARY_KEY, never sent).
 """
 
@@ -133,9 +133,9 @@ def build_demo_warehouse(path: Path, size: DemoSize = DemoSize(), seed: int = 7)
             """
         )
         if size.bad_emails:
-            # A stage that is not in the picklist.
+            # A deal without a close date: Salesforce requires CloseDate.
             con.execute(
-                "UPDATE crm_opportunities SET stage = 'Maybe Later' "
+                "UPDATE crm_opportunities SET close_date = NULL "
                 "WHERE opportunity_id = (SELECT min(opportunity_id) FROM crm_opportunities)"
             )
         counts = {

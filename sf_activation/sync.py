@@ -529,8 +529,12 @@ def _state_rows(batch: pa.RecordBatch, ids: pa.Array | None, status: str) -> pa.
         "sf_id": ids if ids is not None else pa.nulls(n, pa.string()),
         "status": pa.array([status] * n, pa.string()),
     }
+    # The payload is what Salesforce accepted; a rejected row keeps none (its last accepted
+    # payload is superseded, and it is re-sent next run whatever it holds).
     if status == "synced" and "__payload" in batch.schema.names:
         columns["payload"] = batch.column("__payload")
+    else:
+        columns["payload"] = pa.nulls(n, pa.string())
     return pa.table(columns)
 
 
