@@ -208,9 +208,9 @@ class _Rebatcher:
         table = pa.Table.from_batches(self._pending, schema=self.schema)
         head = table.slice(0, n).combine_chunks()
         rest = table.slice(n)
-        # Keep the remainder as its own compact batches so the slice does not pin the
-        # whole buffered table in memory.
-        self._pending = [b for b in rest.combine_chunks().to_batches() if b.num_rows]
+        # The remainder stays as zero-copy slices: copying it on every take would make
+        # splitting one large chunk (a Snowflake chunk, a DuckDB vector run) quadratic.
+        self._pending = [b for b in rest.to_batches() if b.num_rows]
         self._pending_rows = rest.num_rows
         out = head.to_batches()
         return out[0] if out else pa.RecordBatch.from_pylist([], schema=self.schema)

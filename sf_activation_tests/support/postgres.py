@@ -1,8 +1,9 @@
 """A throwaway PostgreSQL server for the warehouse tests (Debian's binaries, no Docker).
 
-`start_postgres(tmp_dir)` runs `initdb` + `pg_ctl start` on a private data directory and a
-free loopback port and yields a SQLAlchemy URL; the session fixture `postgres_url` in
-`conftest`-less form lives in the test modules that import `postgres_server`.
+`start_postgres()` runs `initdb` + `pg_ctl start` on a private data directory and a free
+loopback port and yields a SQLAlchemy URL. The session-scoped fixture `postgres_url`
+wraps it; a test module uses it with
+`from sf_activation_tests.support.postgres import postgres_url as postgres_url`.
 
 initdb refuses to run as root, so as root the cluster is created and started as an
 unprivileged user (`postgres` when Debian's package made one, else `nobody`) through
