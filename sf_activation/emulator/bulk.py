@@ -490,6 +490,8 @@ class BulkIngest:
 
     def results_csv(self, job: BulkJob, kind: str) -> str:
         with self._lock:
+            # Unprocessed rows may come straight from the upload, which also sets the header.
+            unprocessed = self._unprocessed(job) if kind == "unprocessed" else []
             header = list(job.header)
             if kind == "successful":
                 rows = [
@@ -501,7 +503,7 @@ class BulkIngest:
                 rows = [[rid, error, *row] for rid, error, row in job.failed]
                 header = ["sf__Id", "sf__Error", *header]
             else:
-                rows = [list(r) for r in self._unprocessed(job)]
+                rows = [list(r) for r in unprocessed]
         out = io.StringIO()
         writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
         if header:
@@ -591,11 +593,8 @@ class BulkIngest:
             raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
         if method != "GET":
             raise _method_not_allowed(method)
-        return Response(
-            self.results_csv(job, kind).encode("utf-8"),
-            media_type="text/csv",
-            headers={"Content-Type": "text/csv"},
-        )
+        # Explicit charset: without one, clients (requests) decode text/* as Latin-1.
+        return Response(self.results_csv(job, kind).encode("utf-8"), media_type="text/csv")
 
     async def _read_upload(self, request: Request) -> bytes:
         content_type = request.headers.get("content-type", "text/csv").split(";")[0].strip()
