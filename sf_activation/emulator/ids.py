@@ -28,26 +28,30 @@ STANDARD_KEY_PREFIXES = {
 }
 
 
+def _chunk_char(c: str) -> str:
+    # Unrolled on purpose: ids are minted on the hot write path.
+    return _SUFFIX_CHARS[
+        ("A" <= c[0] <= "Z")
+        | ("A" <= c[1] <= "Z") << 1
+        | ("A" <= c[2] <= "Z") << 2
+        | ("A" <= c[3] <= "Z") << 3
+        | ("A" <= c[4] <= "Z") << 4
+    ]
+
+
 def suffix(id15: str) -> str:
     """The 3-character case-safety suffix of a 15-character id."""
-    out = []
-    for chunk in (id15[0:5], id15[5:10], id15[10:15]):
-        bits = 0
-        for i, ch in enumerate(chunk):
-            if "A" <= ch <= "Z":
-                bits |= 1 << i
-        out.append(_SUFFIX_CHARS[bits])
-    return "".join(out)
+    return _chunk_char(id15[0:5]) + _chunk_char(id15[5:10]) + _chunk_char(id15[10:15])
 
 
 def make_id(prefix: str, number: int) -> str:
     """An 18-character id for record `number` of the object with key prefix `prefix`."""
-    digits = []
+    digits = ""
     n = number
-    for _ in range(9):
+    while n:
         n, r = divmod(n, 62)
-        digits.append(_BASE62[r])
-    id15 = prefix + _POD + "0" + "".join(reversed(digits))
+        digits = _BASE62[r] + digits
+    id15 = prefix + _POD + "0" + digits.rjust(9, "0")[-9:]
     return id15 + suffix(id15)
 
 

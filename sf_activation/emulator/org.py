@@ -56,8 +56,8 @@ class Org:
         self._live: dict[str, dict[str, dict[str, Any]]] = {}  # API name -> id -> record
         self._deleted: dict[str, dict[str, dict[str, Any]]] = {}  # the recycle bin
         self._purged: set[str] = set()  # hard-deleted ids: still "deleted" to the API
-        # (API name, field) -> index key -> ids; unique fields eagerly, others on first use.
-        self._indexes: dict[tuple[str, str], dict[str, list[str]]] = {}
+        # API name -> field -> index key -> ids; unique fields eagerly, others on first use.
+        self._indexes: dict[str, dict[str, dict[str, list[str]]]] = {}
         self._counter = 1000
         self._autonumbers: dict[tuple[str, str], int] = {}
         self._next_custom_prefix = 1
@@ -102,8 +102,8 @@ class Org:
         self._by_prefix[prefix] = schema
         self._live.setdefault(schema.name, {})
         self._deleted.setdefault(schema.name, {})
-        for key in [k for k in self._indexes if k[0] in (name, schema.name)]:
-            del self._indexes[key]
+        self._indexes.pop(name, None)
+        self._indexes[schema.name] = {}
         for f in schema.unique_fields:
             self._index(schema, f)
 
@@ -579,15 +579,15 @@ class Org:
     # ---- storage and indexes ------------------------------------------------------
 
     def _index(self, schema: ObjectSchema, f: FieldInfo) -> dict[str, list[str]]:
-        key = (schema.name, f.name)
-        index = self._indexes.get(key)
+        indexes = self._indexes[schema.name]
+        index = indexes.get(f.name)
         if index is None:
             index = {}
             for rid, record in self._live[schema.name].items():
                 value = record.get(f.name)
                 if value is not None:
                     index.setdefault(f.index_key(value), []).append(rid)
-            self._indexes[key] = index
+            indexes[f.name] = index
         return index
 
     def _match(self, schema: ObjectSchema, f: FieldInfo, value: Any) -> list[str]:
@@ -600,9 +600,7 @@ class Org:
         """Put (or with None remove) a live record, keeping the indexes in step."""
         live = self._live[schema.name]
         old = live.get(rid)
-        for (object_name, field_name), index in self._indexes.items():
-            if object_name != schema.name:
-                continue
+        for field_name, index in self._indexes[schema.name].items():
             f = schema.fields[field_name]
             old_value = old.get(field_name) if old else None
             new_value = new.get(field_name) if new else None
@@ -690,8 +688,9 @@ class Org:
                     records.clear()
             self._purged.clear()
             self._autonumbers.clear()
-            for index in self._indexes.values():
-                index.clear()
+            for indexes in self._indexes.values():
+                for index in indexes.values():
+                    index.clear()
             self._seed_identity()
             self.version += 1
 
@@ -716,8 +715,8 @@ class Org:
             self._purged = set(data["purged"])
             self._counter = max(self._counter, data["counter"])
             self._autonumbers = dict(data["autonumbers"])
-            self._indexes.clear()
             for schema in self._schemas.values():
+                self._indexes[schema.name] = {}
                 for f in schema.unique_fields:
                     self._index(schema, f)
             self._seed_identity()
