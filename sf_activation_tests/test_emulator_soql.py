@@ -13,6 +13,7 @@ import requests
 
 from sf_activation.emulator.builtin_objects import builtin_describes
 from sf_activation.emulator.soql import SoqlError, column_metadata, run_query
+from sf_activation_tests.support.emulator import start_emulator
 
 V = "62.0"
 
@@ -250,8 +251,7 @@ REAL_ORG = Path("/work/shared/data/real-org")
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One emulator for the HTTP tests, seeded with accounts, contacts and opportunities."""
-    support = pytest.importorskip("sf_activation_tests.support.emulator")
-    with support.start_emulator(tmp_path_factory.mktemp("soql")) as handle:
+    with start_emulator(tmp_path_factory.mktemp("soql")) as handle:
         session = _session(handle)
         base = f"{handle.instance_url}/services/data/v{V}"
         accounts = [
@@ -397,4 +397,5 @@ def test_real_org_query_shapes(live: Any) -> None:
             for key, value in want.items():
                 if isinstance(value, dict) and key != "attributes":
                     assert isinstance(got[key], dict) or got[key] is None, (soql, key)
+    print(f"replayed {replayed} recorded queries")
     assert replayed >= 10

@@ -606,6 +606,7 @@ class _Context:
         self.org = org
         self.api_version = api_version
         self._parents: dict[tuple[str, str], tuple[str, dict[str, Any]] | None] = {}
+        self._children: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = {}
 
     def parent(self, record: dict[str, Any], path: _Path) -> tuple[str, dict[str, Any]] | None:
         assert path.rel is not None and path.targets is not None
@@ -622,6 +623,18 @@ class _Context:
                     break
             self._parents[key] = found
         return self._parents[key]
+
+    def children(self, child_object: str, link: str) -> dict[Any, list[dict[str, Any]]]:
+        """Child records grouped by parent id, built once per sub-query (not per parent row)."""
+        key = (child_object, link)
+        if key not in self._children:
+            grouped: dict[Any, list[dict[str, Any]]] = {}
+            for r in self.org.records(child_object):
+                parent_id = r.get(link)
+                if parent_id:
+                    grouped.setdefault(parent_id, []).append(r)
+            self._children[key] = grouped
+        return self._children[key]
 
     def value(self, record: dict[str, Any], path: _Path) -> Any:
         if path.rel is None:
@@ -946,9 +959,7 @@ def _child_rows(
         sub.query.limit,
         sub.query.offset,
     )
-    parent_id = record.get("Id")
-    link = rel["field"]
-    rows = [r for r in ctx.org.records(rel["childSObject"]) if r.get(link) == parent_id]
+    rows = ctx.children(rel["childSObject"], rel["field"]).get(record.get("Id"), [])
     child_schema, selected, items = _select(child_query, resolver, ctx, rows)
     if any(not isinstance(i, _Path) for i in items):
         raise SoqlError("MALFORMED_QUERY", "Nested queries support plain fields only")
