@@ -47,7 +47,7 @@ clean:
 dev: install
 	@mkdir -p .sf_activation; rm -f .sf_activation/emulator.ready
 	@test -f .sf_activation/warehouse.duckdb || $(BIN)/python -c 'from pathlib import Path; from sf_activation.demo_data import build_demo_warehouse; build_demo_warehouse(Path(".sf_activation/warehouse.duckdb"))'
-	@$(BIN)/sf-activation emulator --port 0 --ready-file .sf_activation/emulator.ready & emulator=$$!; \
+	@$(BIN)/sf-activation emulator --port 0 --state .sf_activation/emulator/org.json --ready-file .sf_activation/emulator.ready & emulator=$$!; \
 	trap 'kill $$emulator 2>/dev/null' EXIT INT TERM; \
 	for _ in $$(seq 1 150); do test -s .sf_activation/emulator.ready && break; sleep 0.2; done; \
 	test -s .sf_activation/emulator.ready || { echo "emulator did not start"; exit 1; }; \
