@@ -1,0 +1,8 @@
+select
+    opportunity_id,
+    account_id,
+    name,
+    stage,
+    amount,
+    close_date
+from {{ source('raw', 'crm_opportunities') }}
