@@ -47,6 +47,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--schema",
         action="append",
+        type=Path,
         default=[],
         metavar="DIR",
         help="directory of describe JSON files adding or replacing objects (repeatable)",
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         spec = parse_faults(args.faults)
         credentials = load_credentials(args.credentials)
-        extra_describes = [d for directory in args.schema for d in load_describe_dir(directory)]
+        extra_describes = [d for dir_ in args.schema for d in load_describe_dir(Path(dir_))]
     except ValueError as exc:
         print(f"sf-activation emulator: {exc}", file=sys.stderr)
         return 2

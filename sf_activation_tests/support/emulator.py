@@ -22,6 +22,15 @@ from typing import Any
 import requests
 
 START_TIMEOUT_S = 20.0
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+# Describe files for tests: Widget__c (every field type and flag the write path checks)
+# and Gadget__c in the `sf sobject describe --json` wrapper.
+TEST_SCHEMA_FLAGS = (
+    "--schema",
+    str(DATA_DIR / "schemas"),
+    "--schema",
+    str(DATA_DIR / "schemas_cli"),
+)
 
 
 @dataclass
@@ -45,6 +54,17 @@ class EmulatorHandle:
         if self._http is None:
             self._http = self.session()
         return self._http
+
+    def salesforce(self, version: str = "62.0") -> Any:
+        """A simple-salesforce client on this emulator (an independent client)."""
+        from simple_salesforce import Salesforce
+
+        return Salesforce(
+            instance_url=self.instance_url,
+            session_id=self.access_token,
+            session=self.session(),
+            version=version,
+        )
 
     def url(self, path: str) -> str:
         return self.instance_url + path
