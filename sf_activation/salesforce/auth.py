@@ -103,8 +103,11 @@ class SalesforceSession:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.http.mount("https://", adapter)
         self.http.mount("http://", adapter)
+        # Passed on every request: a session-level `verify` would lose to REQUESTS_CA_BUNDLE.
+        self.verify: str | bool = True
         if settings.ca_bundle is not None:
-            self.http.verify = _trust_bundle(Path(settings.ca_bundle))
+            self.verify = _trust_bundle(Path(settings.ca_bundle))
+        self.http.verify = self.verify
         self.http.headers["Accept-Encoding"] = "gzip"
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -114,8 +117,9 @@ class SalesforceSession:
             self._token = settings.access_token.get_secret_value()
         self._api_calls = 0
         self._usage: ApiUsage | None = None
-        # Calls sent since the last header: usage is at least header + these.
-        self._calls_since_usage = 0
+        # Calls sent whose answer has not come back: the last header cannot include them,
+        # so the day's usage is at least header + these (conservative, never under).
+        self._in_flight = 0
 
     @classmethod
     def from_settings(cls, settings: SalesforceSettings, **kwargs: Any) -> SalesforceSession:
@@ -149,30 +153,34 @@ class SalesforceSession:
 
     def check_budget(self, calls: int = 1) -> None:
         """Raise `ApiLimitError` if `calls` more would exceed the allowed share of the day."""
-        share = self.settings.max_api_usage_share
         with self._lock:
-            usage = self._usage
-            pending = self._calls_since_usage
+            self._check_budget_locked(calls)
+
+    def _check_budget_locked(self, calls: int) -> None:
+        usage = self._usage
         if usage is None or usage.total <= 0:
             return
+        share = self.settings.max_api_usage_share
         allowed = int(usage.total * share)
-        if usage.used + pending + calls > allowed:
+        used = usage.used + self._in_flight
+        if used + calls > allowed:
             raise ApiLimitError(
-                f"API budget reached: {usage.used + pending} of {usage.total} daily API calls "
-                f"used, the limit for this run is {share:.0%} ({allowed})",
+                f"API budget reached: {used} of {usage.total} daily API calls used, "
+                f"the limit for this run is {share:.0%} ({allowed})",
                 error_code="API_BUDGET_REACHED",
             )
 
     def _record_usage(self, response: requests.Response) -> None:
+        """Take the usage header of an answer and release its in-flight reservation."""
         header = response.headers.get("Sforce-Limit-Info")
-        if not header:
-            return
-        parsed = _SimpleSalesforce.parse_api_usage(header).get("api-usage")
-        if parsed is None:
-            return
+        parsed = _SimpleSalesforce.parse_api_usage(header).get("api-usage") if header else None
         with self._lock:
-            self._usage = ApiUsage(used=parsed.used, total=parsed.total)
-            self._calls_since_usage = 0
+            self._in_flight -= 1
+            if parsed is None:
+                return
+            # Answers arrive out of order under concurrency: the highest count is newest.
+            if self._usage is None or parsed.used >= self._usage.used:
+                self._usage = ApiUsage(used=parsed.used, total=parsed.total)
 
     # -- authentication ------------------------------------------------------------------
 
@@ -273,7 +281,7 @@ class SalesforceSession:
 
     def _token_request(self, url: str, data: dict[str, str]) -> tuple[str, str]:
         try:
-            response = self.http.post(url, data=data, timeout=self.timeout, verify=self.http.verify)
+            response = self.http.post(url, data=data, timeout=self.timeout, verify=self.verify)
         except requests.RequestException as exc:
             raise TransientError(
                 f"cannot reach the Salesforce token endpoint {url}: {type(exc).__name__}"
@@ -355,32 +363,22 @@ class SalesforceSession:
         url = self.url(path)
         extra_headers = dict(kwargs.pop("headers", None) or {})
         for attempt in (1, 2):
-            if check_budget:
-                self.check_budget()
             with self._lock:
+                # Check and reserve together, so concurrent senders cannot all pass the
+                # check with the last call of the budget.
+                if check_budget:
+                    self._check_budget_locked(1)
                 token = self._token
                 generation = self._token_generation
                 self._api_calls += 1
-                self._calls_since_usage += 1
+                self._in_flight += 1
             headers = {**extra_headers, "Authorization": f"Bearer {token}"}
             try:
-                # verify per request: requests lets REQUESTS_CA_BUNDLE in the environment
-                # override a session's verify, which would drop SALESFORCE_CA_BUNDLE.
-                response = self.http.request(
-                    method,
-                    url,
-                    headers=headers,
-                    timeout=self.timeout,
-                    stream=stream,
-                    verify=self.http.verify,
-                    **kwargs,
-                )
-            except requests.RequestException as exc:
-                # The exception text can include the URL but never headers; still redact.
-                raise TransientError(
-                    self.redact(f"{method} {url.split('?', 1)[0]} failed: {type(exc).__name__}"),
-                    url=url,
-                ) from None
+                response = self._send(method, url, headers, stream, kwargs)
+            except BaseException:
+                with self._lock:
+                    self._in_flight -= 1
+                raise
             self._record_usage(response)
             if response.status_code < 400:
                 return response
@@ -399,6 +397,36 @@ class SalesforceSession:
                 raise AuthenticationError(str(error), status=401, error_code="INVALID_SESSION_ID")
             raise error
         raise SalesforceError("unreachable")  # pragma: no cover
+
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], stream: bool, kwargs: dict[str, Any]
+    ) -> requests.Response:
+        try:
+            # verify per request: requests lets REQUESTS_CA_BUNDLE in the environment
+            # override a session's verify, which would drop SALESFORCE_CA_BUNDLE.
+            return self.http.request(
+                method,
+                url,
+                headers=headers,
+                timeout=self.timeout,
+                stream=stream,
+                verify=self.verify,
+                **kwargs,
+            )
+        except requests.exceptions.SSLError as exc:
+            # Not transient: retrying cannot fix an untrusted certificate.
+            raise SalesforceError(
+                f"TLS verification failed for {url.split('?', 1)[0]} "
+                f"({type(exc).__name__}); if the org sits behind a private CA, set "
+                "SALESFORCE_CA_BUNDLE",
+                url=url,
+            ) from None
+        except requests.RequestException as exc:
+            # The exception text can include the URL but never headers; still redact.
+            raise TransientError(
+                self.redact(f"{method} {url.split('?', 1)[0]} failed: {type(exc).__name__}"),
+                url=url,
+            ) from None
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)

@@ -157,3 +157,32 @@ def write_schema_dir(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "Widget__c.json").write_text(json.dumps(widget_describe(), indent=1))
     return directory
+
+
+def client_settings(handle: Any, **overrides: Any) -> Any:
+    """SalesforceSettings for an emulator handle: refresh-token flow through its login URL."""
+    from sf_activation.config import SalesforceSettings
+
+    values: dict[str, Any] = {
+        "instance_url": handle.instance_url,
+        "login_url": handle.instance_url,
+        "client_id": "test-client",
+        "client_secret": "client-secret-value-1",
+        "refresh_token": "refresh-token-value-1",
+        "ca_bundle": handle.ca_bundle,
+    }
+    values.update(overrides)
+    return SalesforceSettings(**{k: v for k, v in values.items() if v is not None})
+
+
+def fast_client(handle: Any, **overrides: Any) -> Any:
+    """A client with test-speed backoff and Bulk polling."""
+    from sf_activation.salesforce import BulkSettings, RetryPolicy, SalesforceClient
+
+    bulk = overrides.pop("bulk", None) or BulkSettings(poll_initial=0.05, poll_max=0.2)
+    retry = overrides.pop("retry", None) or RetryPolicy(
+        max_attempts=8, base_delay=0.02, max_delay=0.3
+    )
+    return SalesforceClient.from_settings(
+        client_settings(handle, **overrides), retry=retry, bulk=bulk
+    )
