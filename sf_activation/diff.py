@@ -2,14 +2,17 @@
 
 The source (coerced Arrow batches) streams into an on-disk DuckDB database under
 ``work_dir`` with a memory limit, so a model of tens of millions of rows is planned in
-bounded memory; classification is one SQL join against the state, never Python per row.
+bounded memory; classification is one SQL join against the state (read where it lies,
+in Parquet), never Python per row.
 
-Every source row gets ``__hash``: md5 of ``__payload``, the canonical serialisation of
-its field columns: a JSON object whose keys are the Salesforce field names in sorted
-order (so reordering ``fields:`` in the model file changes nothing), nulls written as
-``null``, values as the coerced canonical types print in JSON. The payload is kept in
-state (see state.py), which lets a plan show field-level before/after and lets a
-future change of serialisation re-hash from state instead of re-sending everything.
+Every source row gets ``__hash``: md5 of the canonical serialisation of its field
+columns, a JSON object whose keys are the Salesforce field names in sorted order (so
+reordering ``fields:`` in the model file changes nothing), nulls written as ``null``,
+values as the coerced canonical types print in JSON (1 and 1.0 arrive as the same
+float64). Only the hash is stored for every row; the JSON itself (``__payload``) is
+rebuilt for the rows sent, and the sync records it in state, which lets the next plan
+show field-level before/after and lets a future change of serialisation re-hash from
+state instead of re-sending everything.
 """
 
 from __future__ import annotations
@@ -18,18 +21,21 @@ import json
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from sf_activation.state import STATE_COLUMNS, StateStore, _safe_setting, _sql_str, fold_sql
+from sf_activation.state import StateStore, _safe_setting, _sql_str, empty_state, fold_sql
 
 META_COLUMNS = ("__pk", "__error_code", "__error_message")
 CLASSES = ("invalid", "added", "changed", "unchanged", "pending", "removed")
 NULL_PRIMARY_KEY = "NULL_PRIMARY_KEY"
 DUPLICATE_PRIMARY_KEY = "DUPLICATE_PRIMARY_KEY"
+# Rows whose previous payload is kept for sample_changes (changed and pending first).
+SAMPLE_LIMIT = 100
 
 
 class DiffError(Exception):
@@ -57,12 +63,13 @@ def _lit(value: str) -> str:
     return "'" + _sql_str(value) + "'"
 
 
-def payload_sql(fields: Iterable[str]) -> str:
+def payload_sql(fields: Iterable[str], alias: str | None = None) -> str:
     """DuckDB expression: the canonical JSON payload of the given field columns."""
     names = sorted(fields)
     if not names:
         return "'{}'::VARCHAR"
-    pairs = ", ".join(f"{_lit(n)}, {_q(n)}" for n in names)
+    prefix = f"{alias}." if alias else ""
+    pairs = ", ".join(f"{_lit(n)}, {prefix}{_q(n)}" for n in names)
     return f"json_object({pairs})::VARCHAR"
 
 
@@ -107,15 +114,19 @@ class Plan:
         finally:
             cur.close()
 
+    def _fields_sql(self, alias: str) -> str:
+        return "".join(f", {alias}.{_q(f)}" for f in self.fields)
+
     def iter_to_send(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
         """Rows to send: ``__pk, __hash, __sf_id, __class``, the field columns (mapping
-        order), then ``__payload`` (the canonical JSON the hash is of, for state)."""
+        order), then ``__payload`` (the canonical JSON the hash is of, for state).
+        In the source's order."""
         classes = ", ".join(_lit(c) for c in self.send_classes)
-        cols = ", ".join(_q(f) for f in self.fields)
-        sep = ", " if cols else ""
         yield from self._reader(
-            f"SELECT __pk, __hash, __sf_id, __class{sep}{cols}, __payload FROM planned "
-            f"WHERE __class IN ({classes}) ORDER BY __seq",
+            f"SELECT s.__pk, s.__hash, p.__sf_id, p.__class{self._fields_sql('s')}, "
+            f"{payload_sql(self.fields, 's')} AS __payload "
+            f"FROM planned p JOIN src s ON s.rowid = p.__seq "
+            f"WHERE p.__class IN ({classes}) ORDER BY p.__seq",
             batch_rows,
         )
 
@@ -125,28 +136,30 @@ class Plan:
 
     def iter_invalid(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
         """Rows never sent: ``__pk, __error_code, __error_message`` + the field columns."""
-        cols = ", ".join(_q(f) for f in self.fields)
-        sep = ", " if cols else ""
         yield from self._reader(
-            f"SELECT __pk, __error_code, __error_message{sep}{cols} FROM planned "
-            "WHERE __class = 'invalid' ORDER BY __seq",
+            f"SELECT s.__pk, p.__error_code, p.__error_message{self._fields_sql('s')} "
+            "FROM planned p JOIN src s ON s.rowid = p.__seq "
+            "WHERE p.__class = 'invalid' ORDER BY p.__seq",
             batch_rows,
         )
 
     def sample_changes(self, n: int = 5) -> list[dict[str, Any]]:
-        """Up to ``n`` rows to send, changed first, with field-level before/after.
+        """Up to ``n`` (at most 100) rows to send, changed first, with field-level
+        before/after.
 
         Each item: ``pk, class, sf_id, changes: {field: {before, after}}`` where
         ``before`` comes from the payload recorded in state (absent for added rows, or
-        when state holds no payload).
+        when state holds no payload); only fields that differ are listed when it is known.
         """
         cur = self._con.cursor()
         try:
             rows = cur.sql(
-                "SELECT __pk, __class, __sf_id, __payload, __prev_payload FROM planned "
-                "WHERE __class IN ('changed', 'pending', 'added') "
-                "ORDER BY CASE __class WHEN 'changed' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, "
-                f"__seq LIMIT {int(n)}"
+                f"SELECT s.__pk, p.__class, p.__sf_id, {payload_sql(self.fields, 's')}, "
+                "prev.payload FROM planned p JOIN src s ON s.rowid = p.__seq "
+                "LEFT JOIN prev ON prev.pk = s.__pk "
+                "WHERE p.__class IN ('changed', 'pending', 'added') "
+                "ORDER BY CASE p.__class WHEN 'changed' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, "
+                f"p.__seq LIMIT {max(0, min(int(n), SAMPLE_LIMIT))}"
             ).fetchall()
         finally:
             cur.close()
@@ -236,86 +249,55 @@ def plan_changes(
         con.execute(f"SET temp_directory = '{_sql_str(str(db_dir / 'spill'))}'")
         if threads:
             con.execute(f"SET threads = {int(threads)}")
-        # Insertion order is kept through __seq, so DuckDB may reorder freely elsewhere.
-        con.execute("SET preserve_insertion_order = false")
+        # Insertion order kept: src.rowid is then the row's position in the query result,
+        # which orders the output (parents before children when the SQL says so).
+        con.execute("SET preserve_insertion_order = true")
 
         reader, fields = _source_reader(source, schema)
-        field_cols = ", ".join(_q(f) for f in fields)
-        sep = ", " if field_cols else ""
+        field_cols = "".join(f", {_q(f)}" for f in fields)
         con.register("src_reader", reader)
+        # Only the hash is stored; the payload is rebuilt for the (few) rows sent, which
+        # halves the database and the ingest time on a big unchanged model.
         con.execute(
             f"""
             CREATE TABLE src AS
-            SELECT row_number() OVER () AS __seq,
-                   __pk::VARCHAR AS __pk, __error_code::VARCHAR AS __error_code,
-                   __error_message::VARCHAR AS __error_message{sep}{field_cols},
-                   {payload_sql(fields)} AS __payload,
-                   md5(__payload) AS __hash
+            SELECT __pk::VARCHAR AS __pk, __error_code::VARCHAR AS __error_code,
+                   __error_message::VARCHAR AS __error_message{field_cols},
+                   md5({payload_sql(fields)}) AS __hash
             FROM src_reader
             """
         )
         con.unregister("src_reader")
 
-        _load_state(con, state, work_dir=db_dir)
-
-        con.execute(
-            """
-            CREATE TABLE dups AS
-            SELECT __pk FROM src WHERE __pk IS NOT NULL GROUP BY __pk HAVING count(*) > 1
-            """
-        )
-        con.execute(
-            f"""
-            CREATE TABLE planned AS
-            SELECT s.__seq, s.__pk, s.__hash, s.__payload,
-                   CASE
-                     WHEN s.__pk IS NULL THEN '{NULL_PRIMARY_KEY}'
-                     WHEN d.__pk IS NOT NULL THEN '{DUPLICATE_PRIMARY_KEY}'
-                     ELSE s.__error_code
-                   END AS __error_code,
-                   CASE
-                     WHEN s.__pk IS NULL THEN 'The primary key is null'
-                     WHEN d.__pk IS NOT NULL
-                       THEN 'The primary key ' || s.__pk || ' appears on more than one row'
-                     ELSE s.__error_message
-                   END AS __error_message,
-                   CASE
-                     WHEN s.__pk IS NULL OR d.__pk IS NOT NULL OR s.__error_code IS NOT NULL
-                       THEN 'invalid'
-                     WHEN st.pk IS NULL THEN 'added'
-                     WHEN st.status = 'rejected' THEN 'pending'
-                     WHEN st.hash IS NOT DISTINCT FROM s.__hash THEN 'unchanged'
-                     ELSE 'changed'
-                   END AS __class,
-                   st.sf_id AS __sf_id,
-                   st.payload AS __prev_payload{sep}{", ".join("s." + _q(f) for f in fields)}
-            FROM src s
-            LEFT JOIN dups d ON s.__pk = d.__pk
-            LEFT JOIN st ON s.__pk = st.pk
-            """
-        )
-        # Removed: records known to exist in Salesforce (an sf_id recorded by an earlier
-        # sync; a later rejected update keeps it) whose key no longer appears at all.
-        removed_where = "FALSE" if not detect_removed else "st.sf_id IS NOT NULL"
-        con.execute(
-            f"""
-            CREATE TABLE removed AS
-            SELECT st.pk AS __pk, st.sf_id AS __sf_id FROM st
-            WHERE {removed_where} AND NOT EXISTS (SELECT 1 FROM src WHERE src.__pk = st.pk)
-            """
-        )
-        con.execute("DROP TABLE src")
+        with _state_relation(con, state, db_dir) as state_sql:
+            # A view, not a table: the state is scanned where it lies (Parquet), never
+            # copied; DuckDB pushes the projection down so payloads are not read here.
+            con.execute(f"CREATE TEMP VIEW st AS SELECT pk, hash, sf_id, status FROM ({state_sql})")
+            _classify(con, detect_removed)
+            # Previous payloads of the first rows a human will be shown (sample_changes).
+            con.execute(
+                f"""
+                CREATE TABLE prev AS
+                WITH want AS (
+                    SELECT s.__pk AS pk FROM planned p JOIN src s ON s.rowid = p.__seq
+                    WHERE p.__class IN ('changed', 'pending')
+                    ORDER BY CASE p.__class WHEN 'changed' THEN 0 ELSE 1 END, p.__seq
+                    LIMIT {SAMPLE_LIMIT}
+                )
+                SELECT pk, payload FROM ({state_sql}) WHERE pk IN (SELECT pk FROM want)
+                """
+            )
+            state_rows, synced = con.sql(
+                "SELECT count(*), count(*) FILTER (sf_id IS NOT NULL) FROM st"
+            ).fetchall()[0]
+            con.execute("DROP VIEW st")
         counts = dict.fromkeys(("rows", *CLASSES), 0)
         for cls, n in con.sql("SELECT __class, count(*) FROM planned GROUP BY ALL").fetchall():
             counts[cls] = n
         counts["rows"] = sum(counts[c] for c in CLASSES if c != "removed")
         counts["removed"] = con.sql("SELECT count(*) FROM removed").fetchall()[0][0]
-        state_rows, synced = con.sql(
-            "SELECT count(*), count(*) FILTER (sf_id IS NOT NULL) FROM st"
-        ).fetchall()[0]
         counts["state_rows"] = state_rows
         counts["state_synced"] = synced
-        con.execute("DROP TABLE st")
         con.execute("CHECKPOINT")
     except BaseException:
         con.close()
@@ -324,31 +306,86 @@ def plan_changes(
     return Plan(con, db_dir, fields, full_resync, counts)
 
 
-def _load_state(
+def _classify(con: duckdb.DuckDBPyConnection, detect_removed: bool) -> None:
+    """Tables ``planned`` (one row per source row: class, error, sf_id) and ``removed``."""
+    con.execute(
+        """
+        CREATE TABLE dups AS
+        SELECT __pk FROM src WHERE __pk IS NOT NULL GROUP BY __pk HAVING count(*) > 1
+        """
+    )
+    con.execute(
+        f"""
+        CREATE TABLE planned AS
+        SELECT s.rowid AS __seq,
+               CASE
+                 WHEN s.__pk IS NULL THEN '{NULL_PRIMARY_KEY}'
+                 WHEN d.__pk IS NOT NULL THEN '{DUPLICATE_PRIMARY_KEY}'
+                 ELSE s.__error_code
+               END AS __error_code,
+               CASE
+                 WHEN s.__pk IS NULL THEN 'The primary key is null'
+                 WHEN d.__pk IS NOT NULL
+                   THEN 'The primary key ' || s.__pk || ' appears on more than one row'
+                 ELSE s.__error_message
+               END AS __error_message,
+               CASE
+                 WHEN s.__pk IS NULL OR d.__pk IS NOT NULL OR s.__error_code IS NOT NULL
+                   THEN 'invalid'
+                 WHEN st.pk IS NULL THEN 'added'
+                 WHEN st.status = 'rejected' THEN 'pending'
+                 WHEN st.hash IS NOT DISTINCT FROM s.__hash THEN 'unchanged'
+                 ELSE 'changed'
+               END AS __class,
+               st.sf_id AS __sf_id
+        FROM src s
+        LEFT JOIN dups d ON s.__pk = d.__pk
+        LEFT JOIN st ON s.__pk = st.pk
+        """
+    )
+    # Removed: records known to exist in Salesforce (an sf_id recorded by an earlier
+    # sync; a later rejected update keeps it) whose key no longer appears at all.
+    removed_where = "st.sf_id IS NOT NULL" if detect_removed else "FALSE"
+    con.execute(
+        f"""
+        CREATE TABLE removed AS
+        SELECT st.pk AS __pk, st.sf_id AS __sf_id FROM st
+        WHERE {removed_where} AND NOT EXISTS (SELECT 1 FROM src WHERE src.__pk = st.pk)
+        """
+    )
+    con.execute("DROP TABLE dups")
+
+
+@contextmanager
+def _state_relation(
     con: duckdb.DuckDBPyConnection, state: pa.Table | StateStore, work_dir: Path
-) -> None:
-    """Materialise the state as table ``st`` (pk, hash, sf_id, status, payload)."""
-    cols = ", ".join(_q(c) for c in ("pk", "hash", "sf_id", "status", "payload"))
+) -> Iterator[str]:
+    """SQL for the state (pk, hash, sf_id, status, payload; one row per pk, no deleted
+    rows), valid inside the block: the store's Parquet files, or the registered table."""
+    needed = ["pk", "hash", "sf_id", "status", "payload"]
     if isinstance(state, StateStore):
         with state.local_files(work_dir) as (snap, commits):
-            sql = fold_sql(snap, commits, ["pk", "hash", "sf_id", "status", "payload"])
+            sql = fold_sql(snap, commits, needed)
             if sql is not None:
-                con.execute(f"CREATE TABLE st AS {sql}")
+                yield sql
                 return
-            state = pa.table(
-                {c: pa.array([], pa.string()) for c in STATE_COLUMNS if c != "updated_at"}
-            )
+        state = empty_state()
     missing = [c for c in ("pk", "hash", "sf_id", "status") if c not in state.column_names]
     if missing:
         raise DiffError(f"state table lacks {', '.join(missing)}")
     if "payload" not in state.column_names:
         state = state.append_column("payload", pa.nulls(state.num_rows, pa.string()))
     con.register("state_in", state)
-    con.execute(
-        f"CREATE TABLE st AS SELECT {cols} FROM state_in WHERE status <> 'deleted' "
-        "QUALIFY row_number() OVER (PARTITION BY pk) = 1"
-    )
-    con.unregister("state_in")
+    try:
+        # StateStore.load() gives one row per pk; a hand-made table might not, and a
+        # repeated key would multiply source rows in the join.
+        yield (
+            "SELECT pk::VARCHAR AS pk, hash::VARCHAR AS hash, sf_id::VARCHAR AS sf_id, "
+            "status::VARCHAR AS status, payload::VARCHAR AS payload FROM state_in "
+            "WHERE status <> 'deleted' QUALIFY row_number() OVER (PARTITION BY pk) = 1"
+        )
+    finally:
+        con.unregister("state_in")
 
 
 def check_delete_rate(

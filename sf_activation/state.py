@@ -408,6 +408,11 @@ def fold_sql(
         return None
     file_list = ", ".join(f"'{_sql_str(p.as_posix())}'" for p in files)
     cols = ", ".join(f'"{c}"' for c in columns)
+    cols = ", ".join(f'"{c}"' for c in columns)
+    if snapshot is not None and not commits:
+        # A snapshot alone is already one row per pk (compaction wrote it): no fold.
+        where = "" if include_deleted else "WHERE status <> 'deleted'"
+        return f"SELECT {cols} FROM read_parquet('{_sql_str(snapshot.as_posix())}') {where}"
     # file_index is DuckDB's position of the file in the list: later files win.
     keep = "" if include_deleted else "AND status <> 'deleted'"
     return f"""
