@@ -43,7 +43,8 @@ clean:
 
 # The Dagster UI on http://127.0.0.1:3000 with the example models, syncing into the local
 # emulator (started here, stopped when `dagster dev` exits). Builds the demo warehouse first
-# if it is missing.
+# if it is missing. Run history, schedule state and sensor cursors persist in .dagster_home
+# (instance settings copied from ./dagster.yaml).
 dev: install
 	@mkdir -p .sf_activation; rm -f .sf_activation/emulator.ready
 	@test -f .sf_activation/warehouse.duckdb || $(BIN)/python -c 'from pathlib import Path; from sf_activation.demo_data import build_demo_warehouse; build_demo_warehouse(Path(".sf_activation/warehouse.duckdb"))'
@@ -53,4 +54,5 @@ dev: install
 	test -s .sf_activation/emulator.ready || { echo "emulator did not start"; exit 1; }; \
 	eval "$$($(BIN)/python -c 'import json, shlex; r = json.load(open(".sf_activation/emulator.ready")); names = {"instance_url": "SALESFORCE_INSTANCE_URL", "access_token": "SALESFORCE_ACCESS_TOKEN", "ca_bundle": "SALESFORCE_CA_BUNDLE"}; print(" ".join("export " + v + "=" + shlex.quote(str(r[k])) + ";" for k, v in names.items() if r.get(k)))')"; \
 	echo "emulator at $$SALESFORCE_INSTANCE_URL; starting dagster dev"; \
-	$(BIN)/dagster dev
+	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml; \
+	DAGSTER_HOME="$$PWD/.dagster_home" $(BIN)/dagster dev
