@@ -148,6 +148,11 @@ class SalesforceSession:
         return self._api_calls
 
     @property
+    def authentications(self) -> int:
+        """Tokens fetched so far (the first login plus every renewal)."""
+        return self._token_generation
+
+    @property
     def api_usage(self) -> ApiUsage | None:
         return self._usage
 
@@ -282,6 +287,11 @@ class SalesforceSession:
     def _token_request(self, url: str, data: dict[str, str]) -> tuple[str, str]:
         try:
             response = self.http.post(url, data=data, timeout=self.timeout, verify=self.verify)
+        except requests.exceptions.SSLError:
+            raise SalesforceError(
+                f"TLS verification failed for {url}; if the org sits behind a private CA, "
+                "set SALESFORCE_CA_BUNDLE"
+            ) from None
         except requests.RequestException as exc:
             raise TransientError(
                 f"cannot reach the Salesforce token endpoint {url}: {type(exc).__name__}"
