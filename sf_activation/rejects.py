@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from sf_activation.testhooks import kill_point  # test hook: no-op unless set
+
 REDACTED = "***REDACTED***"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
 
@@ -136,6 +138,7 @@ class RejectSink:
             "attempts": attempts,
             "rejected_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
         }
+        kill_point("rejects_write")  # test hook
         # ensure_ascii=False keeps emoji and right-to-left text readable; json escapes NULs.
         self._spool.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
         self.count += 1
@@ -153,6 +156,7 @@ class RejectSink:
         if self.count == 0:
             return None
         key = self._location.key(self.model, self._day, self.run_id)
+        kill_point("rejects_publish")  # test hook
         if self._location.is_s3:
             bucket, _ = self._location.bucket_and_prefix()
             extra: dict[str, Any] = {"ContentType": "application/x-ndjson"}

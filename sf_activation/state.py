@@ -37,6 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sf_activation.testhooks import kill_point  # test hook: no-op unless set
+
 STATUSES = ("synced", "rejected", "deleted")
 
 STATE_SCHEMA = pa.schema(
@@ -339,6 +341,7 @@ class StateStore:
                 assert sql is not None
                 table = con.sql(sql).to_arrow_table().cast(STATE_SCHEMA)
             self._write_atomic(SNAPSHOT_NAME, table, {FOLDED_KEY: names[-1].encode()})
+        kill_point("state_compact")  # test hook: snapshot written, commits not yet removed
         # Everything up to the folded mark goes, including files an earlier compaction
         # was killed before removing.
         self._delete([f"{COMMITS_DIR}/{c}" for c in self.commit_files() if c <= names[-1]])

@@ -35,6 +35,7 @@ from sf_activation.salesforce.outcomes import (
     choose_transport,
 )
 from sf_activation.state import StateStore
+from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 from sf_activation.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ class SyncRun:
             def coerced() -> Iterator[pa.RecordBatch]:
                 nonlocal rows_read
                 for batch in warehouse.iter_batches(spec.sql_text):
+                    kill_point("plan_batch")  # test hook
                     rows_read += batch.num_rows
                     self.progress("plan", rows_read, 0)
                     yield coerce_batch(
@@ -337,6 +339,7 @@ class SyncRun:
                     continue
                 number = next(counter)
                 in_flight.add(number, batch)
+                kill_point("before_send")  # test hook
                 keys = pa.array([f"{number}:{row}" for row in range(batch.num_rows)], pa.string())
                 payload = batch.select(_field_columns(batch)).append_column("__key", keys)
                 yield payload
@@ -401,7 +404,9 @@ class SyncRun:
                 commits.append(_state_rows(taken, ids, "rejected"))
             in_flight.settle(number, len(rows))
         if commits:
+            kill_point("after_send_before_commit")  # test hook
             self.state.commit(pa.concat_tables(commits))
+            kill_point("after_commit")  # test hook
 
     def _reject(
         self, sink: RejectSink, batch: pa.RecordBatch, row: int, outcome: RecordOutcome
@@ -465,6 +470,7 @@ class SyncRun:
                 in_flight.settle(number, 1)
             self.progress("delete", self.summary.deleted, self.summary.removed)
             if pks:
+                kill_point("delete_before_commit")  # test hook
                 self._commit_deleted(pks)
 
         request = SendRequest(

@@ -62,6 +62,7 @@ from sf_activation.salesforce.outcomes import (
     StopSignal,
 )
 from sf_activation.salesforce.payload import PayloadLayout
+from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 
 log = logging.getLogger(__name__)
 
@@ -359,6 +360,7 @@ class BulkSender:
             )
             job_id = str(info["id"])
             self.job_ids.append(job_id)
+            kill_point("bulk_job_open")  # test hook
             log.info(
                 "bulk job %s: %s %s, %d rows", job_id, layout.operation, layout.object, spool.rows
             )
@@ -407,6 +409,7 @@ class BulkSender:
         deadline = time.monotonic() + self.settings.job_timeout
         while True:
             time.sleep(delay)
+            kill_point("bulk_job_polling")  # test hook
             info = JobInfo.model_validate(
                 self._control(self.session.json, "GET", f"jobs/ingest/{job_id}", check_budget=False)
             )
