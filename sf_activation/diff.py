@@ -86,16 +86,21 @@ class Plan:
         fields: list[str],
         full_resync: bool,
         counts: dict[str, int],
+        insert_only: bool = False,
     ) -> None:
         self._con = con
         self._db_dir = db_dir
         self.fields = fields
         self.full_resync = full_resync
+        self.insert_only = insert_only
         self.counts = counts
 
     # Classes sent this run, in the order they go out.
     @property
     def send_classes(self) -> tuple[str, ...]:
+        if self.insert_only:
+            # Re-sending a created row to insert would create a duplicate record.
+            return ("added", "pending")
         base = ("added", "changed", "pending")
         return (*base, "unchanged") if self.full_resync else base
 
@@ -229,6 +234,7 @@ def plan_changes(
     full_resync: bool = False,
     work_dir: Path,
     detect_removed: bool = True,
+    insert_only: bool = False,
     schema: pa.Schema | None = None,
     memory_limit: str = "1GB",
     threads: int | None = None,
@@ -238,7 +244,9 @@ def plan_changes(
     ``state`` is either a table (``StateStore.load()``) or the store itself, in which case
     its Parquet files are read by DuckDB directly (no copy of the state in Python memory,
     the path for large models). ``detect_removed`` (mirror) lists synced records whose
-    rows left the model. ``schema`` gives the field columns when ``source`` may be empty.
+    rows left the model (pass False for everything but mirror). ``insert_only`` (insert
+    models) sends only added and pending rows, never changed or unchanged ones, since
+    re-sending them would create duplicates. ``schema`` gives the field columns when ``source`` may be empty.
     """
     work_dir = Path(work_dir)
     db_dir = work_dir / f"plan-{uuid.uuid4().hex[:12]}"
@@ -303,7 +311,7 @@ def plan_changes(
         con.close()
         shutil.rmtree(db_dir, ignore_errors=True)
         raise
-    return Plan(con, db_dir, fields, full_resync, counts)
+    return Plan(con, db_dir, fields, full_resync, counts, insert_only)
 
 
 def _classify(con: duckdb.DuckDBPyConnection, detect_removed: bool) -> None:

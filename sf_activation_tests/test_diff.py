@@ -262,3 +262,16 @@ def test_mirror_allows_deletes_within_rate(tmp_path: Path, work: Path) -> None:
             check_delete_rate(plan, max_delete_rate=0.1, model="m")
         # The caller may give its own denominator (e.g. records counted in Salesforce).
         check_delete_rate(plan, max_delete_rate=0.1, model="m", synced_count=500)
+
+
+def test_insert_only_never_resends(tmp_path: Path, work: Path) -> None:
+    store = StateStore(str(tmp_path / "state"), "events")
+    with plan_changes([batch(["a", "b"])], store, work_dir=work, insert_only=True) as p:
+        commit_all_sent(p, store)
+    store.commit(pa.table({"pk": ["b"], "hash": ["x"], "status": ["rejected"]}))
+    source = [batch(["a", "b", "c"], names=["changed", "name b", "name c"])]
+    kw = {"work_dir": work, "insert_only": True, "full_resync": True}
+    with plan_changes(source, store, **kw) as plan:  # type: ignore[arg-type]
+        assert plan.counts["changed"] == 1
+        assert col(plan.iter_to_send(), "__pk") == ["b", "c"]
+        assert plan.to_send == 2
