@@ -358,7 +358,9 @@ def test_composite_and_bulk_write_the_same_record_field_by_field(widget_emulator
     else:
         assert odd["Name"] == 'Widget 1, "quoted"' and odd["Account__c"] == "A-1"
     even = by_composite["W-0"]
-    assert even["Name"] == "Widget 0\nline two ü" and even["Seen__c"] == "2024-02-03T02:05:00.500Z"
+    assert (
+        even["Name"] == "Widget 0\nline two ü" and even["Seen__c"] == "2024-02-03T02:05:00.500+0000"
+    )
     assert even["Regions__c"] == "APAC" and even["Account__c"] == "A-0"
 
 
