@@ -271,8 +271,15 @@ class CompositeSender:
 
         def drain(block_until: int) -> None:
             nonlocal first_error
-            while len(in_flight) > block_until:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            # Hand finished calls over at once (not only when the queue is full): the caller
+            # commits state per call, and every confirmed-but-unreported call widens what a
+            # crash would send again.
+            while in_flight:
+                done = [f for f in in_flight if f.done()]
+                if not done:
+                    if len(in_flight) <= block_until:
+                        return
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
                     keys = in_flight.pop(future)
                     try:
