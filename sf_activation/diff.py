@@ -217,7 +217,7 @@ def _source_reader(
         for batch in it:
             if batch.schema != schema:
                 # Coercion output has one schema per model; tolerate nullability noise.
-                batch = pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+                batch = batch.cast(schema)
             yield batch
 
     return pa.RecordBatchReader.from_batches(schema, chain()), _field_names(schema)
