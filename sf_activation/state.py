@@ -164,6 +164,7 @@ class StateStore:
         self.run_id = _SAFE_ID_RE.sub("_", run_id or uuid.uuid4().hex)[:64]
         self._stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         self._seq = 0
+        self._s3_client = None
         if state_url.startswith("s3://"):
             rest = state_url[len("s3://") :].strip("/")
             if not rest:
@@ -181,6 +182,13 @@ class StateStore:
             self._local_root = root
             self._fs = pafs.LocalFileSystem()
             self._base = root.as_posix()
+
+    def _client(self):
+        # One boto3 client per store: creating one costs tens of milliseconds, and the
+        # sync commits once per confirmed batch.
+        if self._s3_client is None:
+            self._s3_client = _boto3_s3()
+        return self._s3_client
 
     # ------------------------------------------------------------------ paths
 
@@ -238,7 +246,7 @@ class StateStore:
             tmp = Path(tmpdir) / "part.parquet"
             pq.write_table(table, tmp, compression="zstd")
             try:
-                _boto3_s3().upload_file(str(tmp), self._bucket, f"{self._key_prefix}/{rel}")
+                self._client().upload_file(str(tmp), self._bucket, f"{self._key_prefix}/{rel}")
             except Exception as exc:  # botocore raises many types; all mean "not written"
                 raise StateError(f"cannot write {self.url}/{rel}: {exc}") from exc
 
@@ -357,7 +365,7 @@ class StateStore:
             return
         # boto3, not pyarrow: pyarrow's delete_file writes a "directory marker" object to
         # keep the emptied prefix alive, which would litter the bucket.
-        client = _boto3_s3()
+        client = self._client()
         keys = [f"{self._key_prefix}/{rel}" for rel in rels]
         for i in range(0, len(keys), 1000):
             chunk = keys[i : i + 1000]
