@@ -15,7 +15,6 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-import jwt
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -114,6 +113,8 @@ def _check_client(
 
 
 def _check_jwt(ctx: Context, assertion: str | None) -> None:
+    import jwt  # only JWT logins pay for importing it (a noticeable part of start-up)
+
     if not assertion:
         raise OAuthError("invalid_request", "assertion parameter is missing")
     creds = ctx.credentials
