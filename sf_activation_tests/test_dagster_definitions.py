@@ -84,3 +84,33 @@ def test_dagster_definitions_validate_passes_from_the_repo_root_without_credenti
         timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_with_dbt_inside_dagster_automation_syncs_only_models_whose_dbt_models_updated() -> None:
+    defs = build_definitions(MODELS, resources=resources_from_env({}))
+    keys = list(defs.resolve_all_asset_keys())
+    instance = dg.DagsterInstance.ephemeral()
+
+    def requested(cursor=None):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        return {k for k in keys if result.get_num_requested(k)}, result.cursor
+
+    for key in keys:  # everything synced once
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    nothing, cursor = requested()
+    assert nothing == set()
+
+    # dbt rebuilt crm_accounts: plan and sync the accounts model, in the same tick.
+    instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey("crm_accounts")))
+    after_dbt, cursor = requested(cursor)
+    assert after_dbt == {
+        dg.AssetKey(["warehouse", "accounts"]),
+        dg.AssetKey(["salesforce", "accounts"]),
+    }
+
+    # A preview of a warehouse asset by hand does not send anything to Salesforce.
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(dg.AssetKey(["warehouse", "contacts"]))
+    )
+    after_preview, _ = requested(cursor)
+    assert after_preview == set()
