@@ -44,6 +44,9 @@ def suffix(id15: str) -> str:
     return _chunk_char(id15[0:5]) + _chunk_char(id15[5:10]) + _chunk_char(id15[10:15])
 
 
+_CHUNK_CACHE: dict[str, str] = {}
+
+
 def make_id(prefix: str, number: int) -> str:
     """An 18-character id for record `number` of the object with key prefix `prefix`."""
     digits = ""
@@ -52,7 +55,14 @@ def make_id(prefix: str, number: int) -> str:
         n, r = divmod(n, 62)
         digits = _BASE62[r] + digits
     id15 = prefix + _POD + "0" + digits.rjust(9, "0")[-9:]
-    return id15 + suffix(id15)
+    # The first two chunks rarely change from one id to the next: remember them.
+    head = id15[:10]
+    head_suffix = _CHUNK_CACHE.get(head)
+    if head_suffix is None:
+        if len(_CHUNK_CACHE) > 10_000:
+            _CHUNK_CACHE.clear()
+        head_suffix = _CHUNK_CACHE[head] = _chunk_char(id15[0:5]) + _chunk_char(id15[5:10])
+    return id15 + head_suffix + _chunk_char(id15[10:15])
 
 
 def normalize(value: object) -> str | None:

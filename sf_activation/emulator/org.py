@@ -61,6 +61,7 @@ class Org:
         self._counter = 1000
         self._autonumbers: dict[tuple[str, str], int] = {}
         self._next_custom_prefix = 1
+        self._templates: dict[str, dict[str, Any]] = {}
         # Fault hook: True means "this record hit a row lock" (UNABLE_TO_LOCK_ROW).
         self.lock_failure = lock_failure
         self.org_id = ids.make_id("00D", 7)
@@ -104,6 +105,7 @@ class Org:
         self._deleted.setdefault(schema.name, {})
         self._indexes.pop(name, None)
         self._indexes[schema.name] = {}
+        self._templates.pop(schema.name, None)
         for f in schema.unique_fields:
             self._index(schema, f)
 
@@ -245,8 +247,9 @@ class Org:
         now = format_datetime(datetime.now(UTC))
         with self._lock:
             undo: list[tuple[str, str, dict[str, Any] | None, bool]] = []
+            ext_keys: dict[int, str] = {}
             in_batch_dups = (
-                self._batch_duplicates(schemas[0], ext, items, csv)
+                self._batch_duplicates(schemas[0], ext, items, csv, ext_keys)
                 if ext is not None and ext.type != "id"
                 else set()
             )
@@ -261,7 +264,11 @@ class Org:
                             f"Duplicate external id specified: {value}",
                             [ext.name],  # type: ignore[union-attr]
                         )
-                    results.append(self._write_one(schema, operation, record, ext, csv, now, undo))
+                    results.append(
+                        self._write_one(
+                            schema, operation, record, ext, csv, now, undo, ext_keys.get(position)
+                        )
+                    )
                 except RecordError as error:
                     failed = True
                     results.append(_failure(error))
@@ -278,8 +285,12 @@ class Org:
         ext: FieldInfo,
         items: list[tuple[str, dict[str, Any]]],
         csv: bool,
+        keys: dict[int, str],
     ) -> set[int]:
-        """Positions whose external id value appears more than once in the request."""
+        """Positions whose external id value appears more than once in the request.
+
+        Fills keys (position -> index key) so the write does not coerce the value again.
+        """
         seen: dict[str, list[int]] = {}
         for position, (_, record) in enumerate(items):
             value = self._get_key(record, ext.name)
@@ -289,6 +300,7 @@ class Org:
                 key = ext.index_key(ext.coerce(ext, value, csv))
             except RecordError:
                 continue
+            keys[position] = key
             seen.setdefault(key, []).append(position)
         return {p for positions in seen.values() if len(positions) > 1 for p in positions}
 
@@ -311,6 +323,7 @@ class Org:
         csv: bool,
         now: str,
         undo: list[tuple[str, str, dict[str, Any] | None, bool]],
+        ext_key: str | None = None,
     ) -> dict[str, Any]:
         if operation == "insert":
             return self._insert(schema, record, csv, now, undo)
@@ -325,10 +338,12 @@ class Org:
                     return {**self._insert(schema, record, csv, now, undo), "created": True}
                 rid = self._existing_id(schema, raw_id, "update")
                 return {**self._update(schema, rid, record, csv, now, undo), "created": False}
-            raw = self._get_key(record, ext.name)
-            if raw is None:
-                raise RecordError("MISSING_ARGUMENT", f"{ext.name} not specified")
-            matches = self._match(schema, ext, ext.coerce(ext, raw, csv))
+            if ext_key is None:
+                raw = self._get_key(record, ext.name)
+                if raw is None:
+                    raise RecordError("MISSING_ARGUMENT", f"{ext.name} not specified")
+                ext_key = ext.index_key(ext.coerce(ext, raw, csv))
+            matches = list(self._index(schema, ext).get(ext_key, ()))
             if not matches:
                 return {**self._insert(schema, record, csv, now, undo), "created": True}
             if len(matches) > 1:
@@ -379,7 +394,12 @@ class Org:
         """Validated field values of an incoming record (lookups resolved to ids)."""
         values: dict[str, Any] = {}
         not_writable: list[str] = []
+        fast = schema.create_fast if creating else schema.update_fast
         for key, value in record.items():
+            f = fast.get(key)
+            if f is not None:
+                values[key] = f.null_value if value is None else f.coerce(f, value, csv)
+                continue
             f = schema.fields.get(key) or schema.by_lower.get(key.lower())
             if f is None:
                 if key == "attributes" or (key.lower() == "id" and not creating):
@@ -499,19 +519,10 @@ class Org:
         self._check_lock(None)
         self._counter += 1
         rid = ids.make_id(schema.key_prefix, self._counter)
-        new: dict[str, Any] = {
-            "Id": rid,
-            "IsDeleted": False,
-            "CreatedDate": now,
-            "LastModifiedDate": now,
-            "SystemModstamp": now,
-        }
+        new = dict(self._template(schema))
+        new["Id"] = rid
+        new["CreatedDate"] = new["LastModifiedDate"] = new["SystemModstamp"] = now
         fields = schema.fields
-        for name in ("OwnerId", "CreatedById", "LastModifiedById"):
-            if name in fields:
-                new[name] = self.user_id
-        for name, default in schema.create_defaults:
-            new[name] = default
         for f in schema.auto_number_fields:
             counter = self._autonumbers.get((schema.name, f.name), 0) + 1
             self._autonumbers[(schema.name, f.name)] = counter
@@ -555,6 +566,18 @@ class Org:
         undo.append((schema.name, rid, old, False))
         return {"id": rid, "success": True, "errors": []}
 
+    def _template(self, schema: ObjectSchema) -> dict[str, Any]:
+        """What every new record of the object starts from (system fields, defaults)."""
+        template = self._templates.get(schema.name)
+        if template is None:
+            template = {"Id": None, "IsDeleted": False}
+            for name in ("OwnerId", "CreatedById", "LastModifiedById"):
+                if name in schema.fields:
+                    template[name] = self.user_id
+            template.update(schema.create_defaults)
+            self._templates[schema.name] = template
+        return template
+
     @staticmethod
     def _derive(schema: ObjectSchema, record: dict[str, Any]) -> None:
         # Contact/Lead `Name` is compound: First + Last, not writable itself.
@@ -568,7 +591,10 @@ class Org:
             value = values.get(f.name)
             if value is None:
                 continue
-            others = [o for o in self._match(schema, f, value) if o != rid]
+            holders = self._index(schema, f).get(f.index_key(value))
+            if not holders or holders == [rid]:
+                continue
+            others = [o for o in holders if o != rid]
             if others:
                 raise RecordError(
                     "DUPLICATE_VALUE",

@@ -72,6 +72,13 @@ def _coerce_string(f: FieldInfo, value: Any, csv: bool) -> Any:
     return value
 
 
+def _coerce_plain_string(f: FieldInfo, value: Any, csv: bool) -> Any:
+    # Fast path for text fields without picklist or e-mail rules (most fields).
+    if type(value) is str and len(value) <= f.length:
+        return value
+    return _coerce_string(f, value, csv)
+
+
 def _check_range(f: FieldInfo, value: Any, number: float) -> None:
     # precision is total digits, scale the ones after the point; ints carry `digits`.
     max_int_digits = f.digits if f.type in ("int", "long") else f.precision - f.scale
@@ -224,6 +231,7 @@ class FieldInfo:
         "relationship_name",
         "restricted",
         "coerce",
+        "null_value",
     )
 
     def __init__(self, raw: dict[str, Any]) -> None:
@@ -259,6 +267,10 @@ class FieldInfo:
             )
         self.restricted: frozenset[str] | None = restricted
         self.coerce = _COERCERS.get(self.type, _coerce_any)
+        if self.coerce is _coerce_string and restricted is None and self.type != "email":
+            self.coerce = _coerce_plain_string if self.length else _coerce_string
+        # Salesforce stores null in a checkbox as false.
+        self.null_value: Any = False if self.type == "boolean" else None
 
     @property
     def required_on_create(self) -> bool:
@@ -296,6 +308,17 @@ class ObjectSchema:
             self.by_lower[info.name.lower()] = info
             if info.type == "reference" and info.relationship_name:
                 self.relationships[info.relationship_name.lower()] = info
+        # Exact-name look-ups for the common case: writable, neither Id nor a lookup.
+        self.create_fast = {
+            f.name: f
+            for f in self.fields.values()
+            if f.createable and f.type not in ("id", "reference")
+        }
+        self.update_fast = {
+            f.name: f
+            for f in self.fields.values()
+            if f.updateable and f.type not in ("id", "reference")
+        }
         self.required = tuple(f for f in self.fields.values() if f.required_on_create)
         # Fields whose values must stay unique get an index from the start.
         self.unique_fields = tuple(f for f in self.fields.values() if f.unique and f.type != "id")
