@@ -7,14 +7,23 @@ EXTRAS := dev,postgres,snowflake,bigquery,dbt
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install system-deps test lint format demo dev emulator clean
+.PHONY: install system-deps test lint format demo dev emulator bench clean
+
+# The demo needs only the package; the tests also need the warehouse drivers and test tools.
+$(BIN)/.installed-base: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
-	touch $@
+	touch $@ $(BIN)/.installed-base
 
 install: $(BIN)/.installed
+
+demo: $(BIN)/.installed-base
+	$(BIN)/python -m sf_activation.demo
 
 # PostgreSQL server binaries for the warehouse tests (Debian's package).
 system-deps:

@@ -124,6 +124,11 @@ class RejectSink:
         masked = {
             k: (REDACTED if k in self._redact and v is not None else v) for k, v in record.items()
         }
+        # Salesforce echoes values in its messages ("invalid email address: …"): mask them too.
+        for name in self._redact:
+            value = record.get(name)
+            if value is not None and str(value):
+                message = message.replace(str(value), REDACTED)
         line = {
             "run_id": self.run_id,
             "model": self.model,
