@@ -104,6 +104,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process (all threads): comparable on a busy shared machine,
+    where wall time is inflated by other work."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 # --------------------------------------------------------------------------- child steps
 
 
@@ -142,7 +149,7 @@ def step_duckdb(n: int, work: Path) -> dict:
     from sf_activation.state import StateStore
 
     store = StateStore(str(work / "state"), "bench")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_s()
     plan = plan_changes(source(n, 1), store, work_dir=work / "plan")
     t_plan = time.perf_counter() - t0
     sent = sum(b.num_rows for b in plan.iter_to_send(10_000))
@@ -151,7 +158,13 @@ def step_duckdb(n: int, work: Path) -> dict:
     counts = {k: plan.counts[k] for k in ("rows", "added", "changed", "unchanged", "removed")}
     plan.close()
     assert sent == counts["added"] + counts["changed"] and removed == counts["removed"]
-    return {"plan_s": t_plan, "total_s": t_total, "peak_rss_mb": peak_rss_mb(), "counts": counts}
+    return {
+        "plan_s": t_plan,
+        "total_s": t_total,
+        "cpu_s": cpu_s() - cpu0,
+        "peak_rss_mb": peak_rss_mb(),
+        "counts": counts,
+    }
 
 
 def step_pandas(n: int, work: Path) -> dict:
@@ -160,7 +173,7 @@ def step_pandas(n: int, work: Path) -> dict:
     import numpy as np
     import pandas as pd
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_s()
     state = pd.read_parquet(work / "state" / "bench" / "snapshot.parquet", columns=["pk", "hash"])
     df = pa.Table.from_batches(list(source(n, 1))).to_pandas()
     keys = sorted(FIELDS)
@@ -189,7 +202,13 @@ def step_pandas(n: int, work: Path) -> dict:
         "removed": int((merged["_merge"] == "right_only").sum()),
     }
     t = time.perf_counter() - t0
-    return {"plan_s": t, "total_s": t, "peak_rss_mb": peak_rss_mb(), "counts": counts}
+    return {
+        "plan_s": t,
+        "total_s": t,
+        "cpu_s": cpu_s() - cpu0,
+        "peak_rss_mb": peak_rss_mb(),
+        "counts": counts,
+    }
 
 
 STEPS = {"setup": step_setup, "duckdb": step_duckdb, "pandas": step_pandas}
@@ -223,8 +242,12 @@ def main() -> None:
         print(json.dumps(STEPS[args.child](sizes[0], args.work)))
         return
 
-    print(f"cpus={os.cpu_count()} python={sys.version.split()[0]}")
-    header = f"{'rows':>11} | {'engine':<7} | {'plan s':>7} | {'+drain s':>8} | {'peak RSS MB':>11} | counts"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"cpus={os.cpu_count()} load average={load} python={sys.version.split()[0]}")
+    header = (
+        f"{'rows':>11} | {'engine':<7} | {'plan s':>7} | {'+drain s':>8} | {'CPU s':>6} | "
+        f"{'peak RSS MB':>11} | counts"
+    )
     print(header)
     print("-" * len(header))
     for n in sizes:
@@ -237,6 +260,7 @@ def main() -> None:
                 c = r["counts"]
                 print(
                     f"{n:>11,} | {engine:<7} | {r['plan_s']:>7.1f} | {r['total_s']:>8.1f} | "
+                    f"{r['cpu_s']:>6.1f} | "
                     f"{r['peak_rss_mb']:>11,.0f} | rows={c['rows']:,} added={c['added']:,} "
                     f"changed={c['changed']:,} unchanged={c['unchanged']:,} removed={c['removed']:,}",
                     flush=True,
