@@ -396,3 +396,17 @@ def test_unknown_routes_and_methods(emu: EmulatorHandle, http: requests.Session)
     assert r.status_code == 405 and r.json()[0]["errorCode"] == "METHOD_NOT_ALLOWED"
     # Resources index of a version.
     assert "sobjects" in http.get(url(emu, "")).json()
+
+
+def test_query_all_sees_deleted_records_and_15_character_ids_work(
+    emu: EmulatorHandle, http: requests.Session
+) -> None:
+    kept, gone = bulk_create(http, emu, "Account", [{"Name": "kept"}, {"Name": "gone"}])
+    assert http.delete(url(emu, f"sobjects/Account/{gone[:15]}")).status_code == 204
+    assert http.get(url(emu, f"sobjects/Account/{kept[:15]}")).json()["Id"] == kept
+    live = http.get(url(emu, "query"), params={"q": "SELECT Id, IsDeleted FROM Account"}).json()
+    assert [r["Id"] for r in live["records"]] == [kept]
+    every = http.get(
+        url(emu, "queryAll/"), params={"q": "SELECT Id, IsDeleted FROM Account"}
+    ).json()
+    assert {r["Id"]: r["IsDeleted"] for r in every["records"]} == {kept: False, gone: True}
