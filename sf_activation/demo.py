@@ -25,7 +25,7 @@ from sf_activation.demo_data import DemoSize, build_demo_warehouse, change_a_sli
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(".sf_activation/demo")
-DAGSTER_HOME = Path(".sf_activation/dagster_home")
+DAGSTER_HOME = Path(".dagster_home")  # the same instance `make dev` opens
 WHY_REJECTED = {
     "INVALID_EMAIL_ADDRESS": "contacts whose email is not an address (made so on purpose)",
     "REQUIRED_FIELD_MISSING": "an opportunity without a close date (CloseDate is required)",
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         ".venv/bin/sf-activation rejects contacts"
     )
     print(f"  sync state:     {work / 'state'}")
-    print(f"  Dagster runs:   {home}  (browse: DAGSTER_HOME={home} .venv/bin/dagster dev)")
+    print(f"  Dagster runs:   {home}  (browse them in the UI: make dev)")
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s; the emulator is stopped.")
     return 0
 

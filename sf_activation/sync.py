@@ -81,6 +81,7 @@ class SyncSummary:
     rejected: int = 0
     retried: int = 0
     deleted: int = 0
+    delete_failed: int = 0  # mirror deletes Salesforce refused (in the reject file)
     api_calls: int = 0
     rejects_url: str | None = None
     duration_s: float = 0.0
@@ -259,7 +260,9 @@ class SyncRun:
             finally:
                 sink.discard()
             self.state.compact()
-            self.summary.rejected = self.summary.invalid + self.summary.failed
+            self.summary.rejected = (
+                self.summary.invalid + self.summary.failed + self.summary.delete_failed
+            )
             self.summary.reject_codes = dict(sink.codes)
             self.summary.reject_sample = sink.sample
             self._check_accounting()
@@ -458,6 +461,7 @@ class SyncRun:
                     self.summary.deleted += 1
                     pks.append(batch.column("__pk")[row].as_py())
                 elif not outcome.retryable:
+                    self.summary.delete_failed += 1
                     sink.add(
                         primary_key=batch.column("__pk")[row].as_py(),
                         record={"Id": batch.column("__sf_id")[row].as_py()},
