@@ -190,6 +190,11 @@ def test_bad_input_never_takes_it_down(emulator: EmulatorHandle) -> None:
         r = getattr(http, method)(target, data=body, headers={"Content-Type": content_type})
         assert 400 <= r.status_code < 500, (target, r.status_code, r.text)
         assert r.headers["Content-Type"].startswith("application/json")
+    r = http.get(
+        api(emulator, "query"),
+        params={"q": "SELECT Id FROM Account WHERE Name = '" + "x" * 17000 + "'"},
+    )
+    assert r.status_code == 414
     # A value of the wrong shape is a record error, not a crash.
     r = http.patch(
         api(emulator, "composite/sobjects/Account/External_Id__c"),

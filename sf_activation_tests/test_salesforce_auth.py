@@ -53,11 +53,17 @@ def accounts(n: int) -> pa.RecordBatch:
     )
 
 
-def upsert(client: SalesforceClient, n: int, transport: str = "composite") -> list[RecordOutcome]:
+def upsert(
+    client: SalesforceClient, n: int, transport: str = "composite", concurrency: int = 8
+) -> list[RecordOutcome]:
     outcomes: list[RecordOutcome] = []
     client.send(
         SendRequest(
-            object="Account", operation="upsert", external_id="External_Id__c", transport=transport
+            object="Account",
+            operation="upsert",
+            external_id="External_Id__c",
+            transport=transport,
+            concurrency=concurrency,
         ),
         [accounts(n)],
         outcomes.extend,
@@ -183,14 +189,16 @@ def test_describe_is_fetched_once_per_object(emulator):
 
 @pytest.mark.parametrize("transport", ["composite", "bulk"])
 def test_an_expiring_session_is_renewed_and_the_call_repeated(tmp_path, transport):
-    with start_emulator(tmp_path, "--faults", "session_ttl=0.3", "--latency-ms", "40") as em:
+    # Tokens live 0.6 s; with 50 ms per call and two at a time the send outlives several.
+    faults = "session_ttl=0.6,bulk_seconds=1.5"  # a Bulk job is polled past the expiry
+    with start_emulator(tmp_path, "--faults", faults, "--latency-ms", "50") as em:
         client = fast_client(em)
-        outcomes = upsert(client, 2400, transport)
-        assert all(o.success for o in outcomes) and len(outcomes) == 2400
+        outcomes = upsert(client, 4000, transport, concurrency=2)
+        assert all(o.success for o in outcomes) and len(outcomes) == 4000
         # The handle's own token has expired too: ask with the client's current one.
         http = em.session(token=client.session._token)
         stored = http.get(em.url("/__emulator/records/Account"), timeout=10).json()
-        assert len(stored) == 2400
+        assert len(stored) == 4000
         assert client.session.authentications >= 2
 
 
@@ -202,7 +210,7 @@ def test_no_secret_appears_in_logs_errors_or_outcomes(tmp_path, caplog):
     seen_tokens: set[str] = set()
     texts: list[str] = []
     with start_emulator(
-        tmp_path, "--credentials", str(creds), "--faults", "session_ttl=0.3,lock=0.1",
+        tmp_path, "--credentials", str(creds), "--faults", "session_ttl=0.6,lock=0.1",
         "--latency-ms", "20", "--seed", "3",
     ) as em:  # fmt: skip
         seen_tokens.add(em.access_token)

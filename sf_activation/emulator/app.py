@@ -46,6 +46,9 @@ _OPEN_PATHS = frozenset(
 _VERSION_RE = re.compile(r"^/services/data/v\d{2,3}\.\d(?:/|$)")
 _SESSION_ERROR = error_response(401, "INVALID_SESSION_ID", "Session expired or invalid")
 _UNAVAILABLE = error_response(503, "SERVER_UNAVAILABLE", "Server temporarily unavailable")
+# Salesforce refuses request lines over 16,384 bytes (414) before looking at them.
+MAX_URI_BYTES = 16384
+_URI_TOO_LONG = error_response(414, "URI_TOO_LONG", "URI Too Long")
 
 
 class EmulatorApp:
@@ -63,6 +66,9 @@ class EmulatorApp:
         if ctx.faults.latency_s:
             await asyncio.sleep(ctx.faults.latency_s)
         path: str = scope["path"]
+        if len(scope.get("raw_path") or path) + len(scope.get("query_string", b"")) > MAX_URI_BYTES:
+            await _URI_TOO_LONG(scope, receive, send)
+            return
         if path in _OPEN_PATHS:
             await self.inner(scope, receive, send)
             return

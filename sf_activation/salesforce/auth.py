@@ -42,6 +42,11 @@ from sf_activation.salesforce.errors import (
 
 log = logging.getLogger(__name__)
 
+try:  # several times faster than json on 200-result Collections answers
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    from json import loads as _loads
+
 # Connect, read. Bulk result downloads and 200-record upserts on a busy org can take
 # minutes; a hung socket must still end.
 DEFAULT_TIMEOUT = (15.0, 300.0)
@@ -109,6 +114,10 @@ class SalesforceSession:
             self.verify = _trust_bundle(Path(settings.ca_bundle))
         self.http.verify = self.verify
         self.http.headers["Accept-Encoding"] = "gzip"
+        # requests re-reads proxy variables and netrc from the environment on every call
+        # (about 1 ms each); they are read once per host instead.
+        self.http.trust_env = False
+        self._proxies: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._token: str | None = None
         self._token_generation = 0
@@ -286,7 +295,13 @@ class SalesforceSession:
 
     def _token_request(self, url: str, data: dict[str, str]) -> tuple[str, str]:
         try:
-            response = self.http.post(url, data=data, timeout=self.timeout, verify=self.verify)
+            response = self.http.post(
+                url,
+                data=data,
+                timeout=self.timeout,
+                verify=self.verify,
+                proxies=self._proxies_for(url),
+            )
         except requests.exceptions.SSLError:
             raise SalesforceError(
                 f"TLS verification failed for {url}; if the org sits behind a private CA, "
@@ -336,7 +351,7 @@ class SalesforceSession:
         headers = {"content-type": "text/xml", "charset": "UTF-8", "SOAPAction": "login"}
         url = f"{login}/services/Soap/u/{self.api_version}"
         try:
-            session_id, host = soap_login(url, body, headers, None, self.http)
+            session_id, host = soap_login(url, body, headers, self._proxies_for(url), self.http)
         except SalesforceAuthenticationFailed as exc:
             raise AuthenticationError(
                 self.redact(f"Salesforce refused the password login at {url}: {exc.code}")
@@ -408,6 +423,14 @@ class SalesforceSession:
             raise error
         raise SalesforceError("unreachable")  # pragma: no cover
 
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        host = urlparse(url).netloc
+        proxies = self._proxies.get(host)
+        if proxies is None:
+            # Honours HTTPS_PROXY / NO_PROXY like requests would, once per host.
+            proxies = self._proxies[host] = requests.utils.get_environ_proxies(url)
+        return proxies
+
     def _send(
         self, method: str, url: str, headers: dict[str, str], stream: bool, kwargs: dict[str, Any]
     ) -> requests.Response:
@@ -421,6 +444,7 @@ class SalesforceSession:
                 timeout=self.timeout,
                 stream=stream,
                 verify=self.verify,
+                proxies=self._proxies_for(url),
                 **kwargs,
             )
         except requests.exceptions.SSLError as exc:
@@ -440,9 +464,10 @@ class SalesforceSession:
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
-        if response.status_code == 204 or not response.content:
+        content = response.content
+        if response.status_code == 204 or not content:
             return None
-        return response.json()
+        return _loads(content)
 
     def close(self) -> None:
         self.http.close()
