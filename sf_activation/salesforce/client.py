@@ -11,13 +11,14 @@ from urllib.parse import quote
 
 import pyarrow as pa
 from simple_salesforce.format import format_soql
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from sf_activation.config import SalesforceSettings
 from sf_activation.salesforce.auth import SalesforceSession
 from sf_activation.salesforce.bulk import BulkSender, BulkSettings
 from sf_activation.salesforce.composite import CompositeSender
 from sf_activation.salesforce.describe import ObjectDescribe, validate_mapping
-from sf_activation.salesforce.errors import ApiLimitError, RequestError
+from sf_activation.salesforce.errors import ApiLimitError, RequestError, TransientError
 from sf_activation.salesforce.outcomes import (
     RecordOutcome,
     RetryPolicy,
@@ -57,6 +58,21 @@ class SalesforceClient:
     def close(self) -> None:
         self.session.close()
 
+    def _get_json(self, path: str, **kwargs: Any) -> Any:
+        """A read (describe, query page), retried on transient errors like the sends are:
+        a single 503 or dropped connection must not fail a whole run."""
+        for attempt in Retrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(self.retry.max_attempts),
+            wait=wait_random_exponential(
+                multiplier=self.retry.base_delay, max=self.retry.max_delay
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return self.session.json("GET", path, **kwargs)
+        return None  # pragma: no cover
+
     # -- describe ----------------------------------------------------------------------
 
     def describe(self, object_name: str) -> ObjectDescribe:
@@ -67,7 +83,7 @@ class SalesforceClient:
         if cached is not None:
             return cached
         try:
-            body = self.session.json("GET", f"sobjects/{quote(object_name)}/describe")
+            body = self._get_json(f"sobjects/{quote(object_name)}/describe")
         except RequestError as exc:
             if exc.status == 404:
                 raise RequestError(
@@ -110,7 +126,7 @@ class SalesforceClient:
         safely by simple-salesforce's `format_soql` when arguments are given."""
         if args or kwargs:
             soql = format_soql(soql, *args, **kwargs)
-        body = self.session.json("GET", "query", params={"q": soql})
+        body = self._get_json("query", params={"q": soql})
         while True:
             for record in body.get("records", []):
                 record.pop("attributes", None)
@@ -118,7 +134,7 @@ class SalesforceClient:
             next_url = body.get("nextRecordsUrl")
             if body.get("done", True) or not next_url:
                 return
-            body = self.session.json("GET", next_url)
+            body = self._get_json(next_url)
 
     def ids_by_external_id(
         self, object_name: str, external_id: str, values: Iterable[str], chunk: int = 200
