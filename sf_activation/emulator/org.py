@@ -580,9 +580,7 @@ class Org:
 
     @staticmethod
     def _derive(schema: ObjectSchema, record: dict[str, Any]) -> None:
-        # Contact/Lead `Name` is compound: First + Last, not writable itself.
-        name = schema.fields.get("Name")
-        if name is not None and not name.createable and "LastName" in schema.fields:
+        if schema.compound_name:
             parts = (record.get("FirstName"), record.get("LastName"))
             record["Name"] = " ".join(p for p in parts if p) or None
 

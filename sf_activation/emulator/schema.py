@@ -332,6 +332,9 @@ class ObjectSchema:
             and not f.auto_number
         )
         self.auto_number_fields = tuple(f for f in self.fields.values() if f.auto_number)
+        # Contact/Lead `Name` is compound (First + Last), filled in by the org, not writable.
+        name = self.fields.get("Name")
+        self.compound_name = name is not None and not name.createable and "LastName" in self.fields
 
     def field(self, name: str) -> FieldInfo | None:
         return self.fields.get(name) or self.by_lower.get(name.lower())

@@ -189,7 +189,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"sf-activation emulator: {exc}", file=sys.stderr)
         return 2
     faults = Faults(spec, seed=args.seed, latency_ms=args.latency_ms)
-    org = Org(builtin_describes().values(), lock_failure=faults.lock_failure)
+    # No hook at all without lock faults: one call per record saved on the write path.
+    lock_failure = faults.lock_failure if spec.lock else None
+    org = Org(builtin_describes().values(), lock_failure=lock_failure)
     for describe in extra_describes:
         org.add_describe(describe)
     ctx = Context(org, faults, daily_api_limit=args.daily_api_limit, credentials=credentials)
