@@ -43,7 +43,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "POST /__emulator/reset, GET /__emulator/records/{object}."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8443, help="port; 0 picks a free one")
+    parser.add_argument(
+        "--port", type=int, default=8443, help="port (default 8443); 0 picks a free one"
+    )
     parser.add_argument(
         "--schema",
         action="append",
