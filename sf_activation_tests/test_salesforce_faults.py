@@ -31,10 +31,10 @@ def accounts(start: int, n: int) -> list[pa.RecordBatch]:
 @pytest.mark.parametrize("transport", ["composite", "bulk"])
 def test_ten_thousand_upserts_under_faults_land_exactly_once(tmp_path, transport):
     # The brief's mix (5% locks, 2% 503s, sessions expiring) plus 1% dropped connections.
-    # The session lives 1 s instead of 10 s so that a run this short still outlives
-    # several tokens; latency keeps the run a few seconds long.
-    faults = "lock=0.05,unavailable=0.02,drop=0.01,session_ttl=1"
-    with start_emulator(tmp_path, "--faults", faults, "--seed", "1", "--latency-ms", "5") as em:
+    # The session lives 0.5 s instead of 10 s, and each call takes 150 ms, so that a
+    # run of a few seconds outlives several tokens.
+    faults = "lock=0.05,unavailable=0.02,drop=0.01,session_ttl=0.5"
+    with start_emulator(tmp_path, "--faults", faults, "--seed", "1", "--latency-ms", "150") as em:
         client = fast_client(em)
         outcomes: list[RecordOutcome] = []
         request = SendRequest(
@@ -51,6 +51,7 @@ def test_ten_thousand_upserts_under_faults_land_exactly_once(tmp_path, transport
         assert report.retried > 0  # the faults really happened and were retried
         assert client.session.authentications >= 2  # and sessions expired on the way
         # Every record in the emulator exactly once, with the Id the outcome reported.
+        client.session.authenticate()
         http = em.session(token=client.session._token)
         stored = http.get(em.url("/__emulator/records/Account"), timeout=30).json()
         externals = Counter(r["External_Id__c"] for r in stored)

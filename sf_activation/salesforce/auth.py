@@ -204,11 +204,14 @@ class SalesforceSession:
             self.authenticate()
         return f"{self.instance_url}/services/data/v{self.api_version}/"
 
-    def authenticate(self, *, stale_generation: int | None = None) -> None:
-        """Get a fresh access token; concurrent callers with the same stale token share one."""
+    def authenticate(self, *, stale_generation: int | None = None) -> bool:
+        """Get a fresh access token; concurrent callers with the same stale token share one.
+
+        Returns whether this call fetched it (False: another thread already had).
+        """
         with self._lock:
             if stale_generation is not None and stale_generation != self._token_generation:
-                return  # another thread already refreshed it
+                return False
             token, instance_url = self._fetch_token()
             self._token = token
             self.instance_url = instance_url.rstrip("/")
@@ -216,6 +219,7 @@ class SalesforceSession:
         log.info(
             "authenticated to Salesforce (%s flow) at %s", self.settings.auth_flow, instance_url
         )
+        return True
 
     def _fetch_token(self) -> tuple[str, str]:
         s = self.settings
@@ -387,7 +391,8 @@ class SalesforceSession:
             self.authenticate()
         url = self.url(path)
         extra_headers = dict(kwargs.pop("headers", None) or {})
-        for attempt in (1, 2):
+        renewed_here = False
+        for attempt in (1, 2, 3):
             with self._lock:
                 # Check and reserve together, so concurrent senders cannot all pass the
                 # check with the last call of the budget.
@@ -412,9 +417,13 @@ class SalesforceSession:
             except ValueError:
                 body = None
             error = error_from_response(response.status_code, body, url, self._secrets())
-            if isinstance(error, SessionExpiredError) and attempt == 1:
+            # Re-authenticate and repeat once. A token this thread fetched and that is refused
+            # at once means the credentials are bad: stop. A token another thread fetched a
+            # while ago may itself have expired since (short session timeouts under load),
+            # so that case earns this thread its own renewal, still bounded to 3 tries.
+            if isinstance(error, SessionExpiredError) and not renewed_here and attempt < 3:
                 log.info("Salesforce session expired; re-authenticating and repeating the call")
-                self.authenticate(stale_generation=generation)
+                renewed_here = self.authenticate(stale_generation=generation)
                 if hasattr(kwargs.get("data"), "seek"):
                     kwargs["data"].seek(0)  # a streamed upload must start over
                 continue
