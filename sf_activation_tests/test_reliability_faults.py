@@ -178,3 +178,18 @@ def test_daily_api_limit_mid_run_stops_cleanly_and_the_next_day_finishes(
         runs = sync_until_settled(ws, "m", reruns=1, env=env)
         assert runs[0]["unchanged"] == landed
         assert_promise_kept(ws, runs[-1])
+
+
+def test_transient_errors_on_describe_and_lookup_queries_are_retried(tmp_path: Path) -> None:
+    """Reads are retried like writes: with 30% of requests answered 503, every run of an
+    update by external id (describe, SOQL lookups, sends) completes. Before the fix one 503
+    on the describe or a lookup query failed the whole run."""
+    with start_emulator(tmp_path / "emu", "--faults", "unavailable=0.3", "--seed", "3") as handle:
+        ws = Workspace(tmp_path / "ws", handle)
+        create_accounts(ws, 50, name="Before")
+        ws.model("seed", model_body("upsert", "composite"))
+        sync_until_settled(ws, "seed")
+        create_accounts(ws, 50)
+        ws.model("u", model_body("update", "composite"))
+        runs = sync_until_settled(ws, "u")
+        assert_promise_kept(ws, runs[-1], operation="update")
