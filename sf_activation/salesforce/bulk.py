@@ -239,6 +239,9 @@ class BulkSender:
         self.job_ids: list[str] = []
         self._seq = 0
         self._retries: list[tuple[PayloadLayout, pa.Table, int]] = []
+        # Rows holding the literal text `#N/A`: Bulk 2.0 reads that cell as "set to null"
+        # and cannot escape it, so these rows go through sObject Collections instead.
+        self._literal_na: list[tuple[PayloadLayout, pa.RecordBatch]] = []
 
     # public ------------------------------------------------------------------------
 
@@ -247,6 +250,8 @@ class BulkSender:
         try:
             for spool in self._spool(directory, self._first_attempt(batches), attempt=1):
                 self._run_job(spool)
+            for layout, batch in self._literal_na:
+                self._retry_through_composite(layout, pa.Table.from_batches([batch]), 1)
             # Rows that failed transiently, in rounds, until none are left or attempts run out.
             while self._retries:
                 layout, rows, attempt = self._retries.pop(0)
@@ -277,6 +282,10 @@ class BulkSender:
                 keys = batch.filter(mask).column(KEY_COLUMN).to_pylist()
                 self.on_outcomes([RecordOutcome(k, False, None, None, code, message) for k in keys])
                 batch = batch.filter(pc.invert(mask))
+            literal = _literal_na_mask(layout, batch)
+            if literal is not None:
+                self._literal_na.append((layout, batch.filter(literal)))
+                batch = batch.filter(pc.invert(literal))
             yield layout, batch
 
     def _spool(
@@ -634,6 +643,20 @@ class BulkSender:
                 for k in keys
             ]
         )
+
+
+def _literal_na_mask(layout: PayloadLayout, batch: pa.RecordBatch) -> pa.Array | None:
+    """Rows with a text cell that is exactly `#N/A` (a value, not a null), or None."""
+    mask: pa.Array | None = None
+    for name in (*layout.fields, *(lk.column for lk in layout.lookups)):
+        column = batch.column(name)
+        if not pa.types.is_string(column.type):
+            continue
+        hit = pc.fill_null(pc.equal(column, NULL_CELL), False)
+        mask = hit if mask is None else pc.or_(mask, hit)
+    if mask is None or not pc.any(mask).as_py():
+        return None
+    return mask
 
 
 def parse_bulk_error(text: str | None) -> tuple[str, str, list[str]]:
