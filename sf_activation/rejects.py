@@ -75,7 +75,11 @@ def _s3_client() -> Any:
 
 
 def _describe_s3_error(exc: Exception, action: str, where: str) -> RejectsError:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    if code is None:
+        # boto3's transfer manager wraps the ClientError: its text carries the S3 code
+        # ("An error occurred (NoSuchBucket) when calling the PutObject operation").
+        code = f"{type(exc).__name__}: {exc}"
     return RejectsError(f"could not {action} {where}: {code}")
 
 
@@ -124,6 +128,12 @@ class RejectSink:
         masked = {
             k: (REDACTED if k in self._redact and v is not None else v) for k, v in record.items()
         }
+        # Salesforce echoes values in messages ("data value too large: <value>"): mask them
+        # there too, or a redacted field would leak through the message.
+        for k in self._redact:
+            value = record.get(k)
+            if value is not None and str(value) and str(value) in message:
+                message = message.replace(str(value), REDACTED)
         # Salesforce echoes values in its messages ("invalid email address: …"): mask them too.
         for name in self._redact:
             value = record.get(name)
