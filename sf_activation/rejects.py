@@ -26,6 +26,16 @@ REDACTED = "***REDACTED***"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
 
 
+# The value-echoing messages of salesforce/coerce.py ("Name: data value too large: <value>
+# (max length=255)"); masked when a redacted field was refused before sending.
+_ECHOED_VALUE = re.compile(
+    r"((?:data value too large|value not of required type|value outside of valid range on "
+    r"numeric field|id value of incorrect type|bad value for restricted picklist field): )"
+    r".*?( \(max length=\d+\))?$",
+    re.DOTALL,
+)
+
+
 class RejectsError(Exception):
     """The rejects store could not be written or read."""
 
@@ -134,6 +144,10 @@ class RejectSink:
             value = record.get(k)
             if value is not None and str(value) and str(value) in message:
                 message = message.replace(str(value), REDACTED)
+            elif value is None and k in record:
+                # A value refused while coercing is not in the record (it is null there) but
+                # its start is in the message: mask every value such a message echoes.
+                message = _ECHOED_VALUE.sub(rf"\1{REDACTED}\2", message)
         # Salesforce echoes values in its messages ("invalid email address: …"): mask them too.
         for name in self._redact:
             value = record.get(name)

@@ -60,7 +60,7 @@ COMMITS_DIR = "commits"
 FOLDED_KEY = b"sf_activation.folded_through"
 
 _SAFE_ID_RE = re.compile(r"[^A-Za-z0-9_.-]+")
-_MODEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")  # as models.MODEL_NAME_RE
 
 
 class StateError(Exception):
