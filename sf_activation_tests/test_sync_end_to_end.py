@@ -326,3 +326,89 @@ def test_errors_are_one_line_with_the_right_exit_status(workspace: Workspace) ->
     assert wrong_field.returncode == 2
     assert "Nmae" in wrong_field.stderr and "name" in wrong_field.stderr
     assert workspace.write_calls() == 0
+
+
+def _seed_accounts(workspace: Workspace, n: int) -> None:
+    workspace.sql(
+        f"CREATE TABLE accounts AS SELECT 'U-' || i AS account_id, 'Seed ' || i AS name, "
+        f"1.0 AS revenue, 'Banking' AS industry FROM range({n}) t(i)"
+    )
+    workspace.model("seed", ACCOUNTS_MODEL.format(operation="upsert", transport="composite"))
+    assert workspace.sync("seed")["succeeded"] == n
+
+
+def test_update_by_external_id_never_creates_and_rejects_missing_records(
+    workspace: Workspace,
+) -> None:
+    _seed_accounts(workspace, 20)
+    workspace.sql(
+        "CREATE TABLE renames AS SELECT 'U-' || i AS account_id, 'Renamed ' || i AS name "
+        "FROM range(25) t(i)"
+    )
+    workspace.model(
+        "renames",
+        """
+        object: Account
+        operation: update
+        primary_key: account_id
+        external_id: External_Id__c
+        query: SELECT account_id, name FROM renames
+        fields:
+          account_id: External_Id__c
+          name: Name
+        """,
+    )
+
+    summary = workspace.sync("renames")
+
+    assert (summary["succeeded"], summary["failed"], summary["rejected"]) == (20, 5, 5)
+    in_salesforce = _accounts_by_external_id(workspace.emulator)
+    assert len(in_salesforce) == 20
+    assert in_salesforce["U-3"]["Name"] == "Renamed 3"
+    rejects = workspace.rejects(summary)
+    assert {r["primary_key"] for r in rejects} == {f"U-{i}" for i in range(20, 25)}
+    assert {r["error_code"] for r in rejects} == {"NOT_FOUND"}
+
+
+def test_delete_operation_deletes_the_listed_records_once(workspace: Workspace) -> None:
+    _seed_accounts(workspace, 30)
+    workspace.sql("CREATE TABLE gone AS SELECT 'U-' || i AS account_id FROM range(10) t(i)")
+    workspace.model(
+        "gone",
+        """
+        object: Account
+        operation: delete
+        primary_key: account_id
+        external_id: External_Id__c
+        query: SELECT account_id FROM gone
+        fields:
+          account_id: External_Id__c
+        """,
+    )
+
+    summary = workspace.sync("gone")
+
+    assert summary["succeeded"] == 10
+    remaining = _accounts_by_external_id(workspace.emulator)
+    assert set(remaining) == {f"U-{i}" for i in range(10, 30)}
+    assert workspace.sync("gone")["sent"] == 0
+
+
+def test_plan_and_validate_send_nothing(workspace: Workspace) -> None:
+    workspace.sql(
+        "CREATE TABLE accounts AS SELECT 'V-' || i AS account_id, 'Plan ' || i AS name, "
+        "2.5 AS revenue, 'Energy' AS industry FROM range(40) t(i)"
+    )
+    workspace.model("accounts", ACCOUNTS_MODEL.format(operation="upsert", transport="auto"))
+    workspace.model("broken", "object: Account\noperation: upsert\n")
+
+    plan = json.loads(workspace.run("plan", "accounts", "--json").stdout)
+    validate = workspace.run("validate", check=False)
+
+    assert (plan["dry_run"], plan["rows"], plan["added"], plan["sent"]) == (True, 40, 40, 0)
+    assert plan["sample_changes"][0]["changes"]["Name"]["after"].startswith("Plan ")
+    assert validate.returncode == 2
+    assert "ok  accounts" in validate.stdout
+    assert "ERR broken" in validate.stdout and "primary_key" in validate.stdout
+    assert workspace.write_calls() == 0
+    assert workspace.emulator.records("Account") == []
