@@ -122,16 +122,22 @@ class Plan:
     def _fields_sql(self, alias: str) -> str:
         return "".join(f", {alias}.{_q(f)}" for f in self.fields)
 
-    def iter_to_send(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
+    def iter_to_send(
+        self, batch_rows: int = 10_000, group_by: Iterable[str] = ()
+    ) -> Iterator[pa.RecordBatch]:
         """Rows to send: ``__pk, __hash, __sf_id, __class``, the field columns (mapping
         order), then ``__payload`` (the canonical JSON the hash is of, for state).
-        In the source's order."""
+        In the source's order, or with ``group_by`` (lookup fields) rows that share a parent
+        next to each other, rows without a parent first."""
         classes = ", ".join(_lit(c) for c in self.send_classes)
+        # Children of one parent in one batch rather than in parallel batches: Salesforce
+        # locks the parent for each child written, and parallel writers collide on it.
+        order = [f"s.{_q(f)} ASC NULLS FIRST" for f in group_by if f in self.fields]
         yield from self._reader(
             f"SELECT s.__pk, s.__hash, p.__sf_id, p.__class{self._fields_sql('s')}, "
             f"{payload_sql(self.fields, 's')} AS __payload "
             f"FROM planned p JOIN src s ON s.rowid = p.__seq "
-            f"WHERE p.__class IN ({classes}) ORDER BY p.__seq",
+            f"WHERE p.__class IN ({classes}) ORDER BY {', '.join([*order, 'p.__seq'])}",
             batch_rows,
         )
 

@@ -307,14 +307,15 @@ class SyncRun:
     # The send path is shared by every operation; only the request and the rows differ.
     def _send_changes(self, plan: Plan, sink: RejectSink) -> None:
         spec = self.spec
-        batches: Iterable[pa.RecordBatch] = plan.iter_to_send(batch_rows=SEND_BATCH_ROWS)
+        lookups = [f for f in spec.fields.values() if "." in f]
+        batches: Iterable[pa.RecordBatch] = plan.iter_to_send(SEND_BATCH_ROWS, group_by=lookups)
         operation = spec.write_operation
         if operation == "insert":
             # Rows already created once (changed, or pending with an Id) are updated by their
             # recorded Id; only rows Salesforce has never accepted are inserted. The plan is
             # on disk, so two passes cost a query each, not memory.
             self._send("insert", map(_without_recorded_id, batches), sink, external_id=None)
-            updates = plan.iter_to_send(batch_rows=SEND_BATCH_ROWS)
+            updates = plan.iter_to_send(SEND_BATCH_ROWS, group_by=lookups)
             self._send("update", map(_with_recorded_id, updates), sink, external_id=None)
             return
         if operation in ("update", "delete") and "Id" not in spec.fields.values():

@@ -412,3 +412,25 @@ def test_plan_and_validate_send_nothing(workspace: Workspace) -> None:
     assert "ERR broken" in validate.stdout and "primary_key" in validate.stdout
     assert workspace.write_calls() == 0
     assert workspace.emulator.records("Account") == []
+
+
+def test_children_of_one_parent_are_sent_together(workspace: Workspace) -> None:
+    # Parallel batches writing children of the same parent collide on the parent's lock
+    # (UNABLE_TO_LOCK_ROW); rows are grouped by parent before they are batched.
+    workspace.sql(
+        "CREATE TABLE accounts AS SELECT 'P-' || i AS account_id, 'Parent ' || i AS name, "
+        "1.0 AS revenue, 'Media' AS industry FROM range(3) t(i)"
+    )
+    workspace.sql(
+        "CREATE TABLE contacts AS SELECT 'C-' || i AS contact_id, 'Person ' || i AS last_name, "
+        "'p' || i || '@example.com' AS email, 'P-' || (i % 3) AS account_id FROM range(600) t(i)"
+    )
+    workspace.model("accounts", ACCOUNTS_MODEL.format(operation="upsert", transport="composite"))
+    workspace.model("contacts", CONTACTS_MODEL)
+    workspace.sync("accounts")
+
+    assert workspace.sync("contacts")["succeeded"] == 600
+
+    parents = [c["AccountId"] for c in workspace.emulator.records("Contact")]
+    changes_of_parent = sum(1 for a, b in zip(parents, parents[1:], strict=False) if a != b)
+    assert changes_of_parent == 2, "contacts of one account were spread over batches"
