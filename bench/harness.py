@@ -89,6 +89,11 @@ def emulator(latency_ms: int = 50, *extra: str) -> Iterator[Emulator]:
                 str(ready),
                 "--latency-ms",
                 str(latency_ms),
+                "--tls-dir",
+                str(Path(tmp) / "tls"),
+                # Baseline A alone spends more than a real org's default daily allowance.
+                "--daily-api-limit",
+                "100000000",
                 *extra,
             ],
             stdout=subprocess.DEVNULL,

@@ -37,6 +37,14 @@ from bench.harness import (
 )
 
 
+class _Rows(list):
+    """Results, each reported on stderr as it is measured (a full run takes minutes)."""
+
+    def append(self, row: Row) -> None:
+        _progress(row)
+        super().append(row)
+
+
 @dataclass
 class Row:
     scenario: str
@@ -105,7 +113,7 @@ class Bench:
                 "--ca-bundle",
                 self.emu.ca_bundle,
             ],
-            {**os.environ, "PYTHONPATH": str(ROOT)},
+            _baseline_env(),
             cwd=ROOT,
         )
         result = json.loads(m.stdout.strip().splitlines()[-1])
@@ -121,8 +129,16 @@ class Bench:
         )
 
 
+def _baseline_env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # requests lets these override the session's verify= (the emulator's CA).
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        env.pop(name, None)
+    return env
+
+
 def run_size(rows: int, latency_ms: int, baseline_a_max: int) -> list[Row]:
-    out: list[Row] = []
+    out: _Rows = _Rows()
     with tempfile.TemporaryDirectory(prefix=f"bench-{rows}-") as tmp, emulator(latency_ms) as emu:
         work = Path(tmp)
         warehouse = work / "warehouse.duckdb"
@@ -157,6 +173,15 @@ def run_size(rows: int, latency_ms: int, baseline_a_max: int) -> list[Row]:
         if with_a:
             out.append(bench.baseline("steady", "baseline_rest", "baseline A: REST per record"))
     return out
+
+
+def _progress(row: Row) -> None:
+    print(
+        f"  {row.scenario:<8} {row.approach:<32} {row.wall_s:8.1f} s {row.written:>9,} written "
+        f"{row.api_calls:>7,} calls {row.cpu_s:6.1f} CPU s {row.peak_rss_mb:6.0f} MB",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def ratio(a: float, b: float) -> str:
