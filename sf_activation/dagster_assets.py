@@ -17,6 +17,7 @@ import dagster as dg
 
 from sf_activation.dagster_resources import SalesforceResource, SyncSettingsResource, build_settings
 from sf_activation.models import ModelSpec
+from sf_activation.rejects import mask_redacted
 from sf_activation.sync import SyncSummary, plan_sync, run_sync
 
 GROUP_NAME = "sf_activation"
@@ -24,7 +25,6 @@ CHECK_NAME = "rejected_rows"
 SALESFORCE_POOL = "salesforce"
 MODEL_TAG = "sf_activation/model"
 SAMPLE_ROWS = 10
-REDACTED = "***REDACTED***"
 PROGRESS_LOG_SECONDS = 10.0
 
 
@@ -103,18 +103,6 @@ def _spec_for_run(spec: ModelSpec, context: dg.AssetExecutionContext) -> ModelSp
 # ------------------------------------------------------------------------ metadata
 
 
-def _redact(value: Any, redact: set[str]) -> Any:
-    """Mask redacted fields wherever they appear in a sample (before/after, nested)."""
-    if isinstance(value, dict):
-        return {
-            k: (REDACTED if k in redact and v is not None else _redact(v, redact))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_redact(v, redact) for v in value]
-    return value
-
-
 def plan_metadata(spec: ModelSpec, summary: SyncSummary) -> dict[str, Any]:
     """What `warehouse/<model>` shows: the model's rows and what a sync would do with them."""
     to_send = summary.added + summary.changed + summary.pending
@@ -129,7 +117,7 @@ def plan_metadata(spec: ModelSpec, summary: SyncSummary) -> dict[str, Any]:
         "to_send": dg.MetadataValue.int(to_send),
         "transport": dg.MetadataValue.text(summary.transport),
         "sample_changes": dg.MetadataValue.json(
-            _redact(summary.sample_changes[:SAMPLE_ROWS], set(spec.redact))
+            mask_redacted(summary.sample_changes[:SAMPLE_ROWS], set(spec.redact))
         ),
         "plan_duration_s": dg.MetadataValue.float(float(summary.duration_s)),
     }

@@ -40,6 +40,18 @@ class RejectsError(Exception):
     """The rejects store could not be written or read."""
 
 
+def mask_redacted(value: Any, redact: set[str]) -> Any:
+    """Mask the `redact:` fields wherever they appear in a nested sample (before/after too)."""
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if k in redact and v is not None else mask_redacted(v, redact))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [mask_redacted(v, redact) for v in value]
+    return value
+
+
 def _check_safe(kind: str, value: str) -> str:
     # Model names and run ids become path segments and S3 keys: keep them inside the prefix.
     if not _SAFE_NAME.match(value) or ".." in value:

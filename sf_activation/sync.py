@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from sf_activation.config import Settings
 from sf_activation.diff import Plan, check_delete_rate, plan_changes
 from sf_activation.models import ModelSpec, check_columns
-from sf_activation.rejects import RejectSink
+from sf_activation.rejects import RejectSink, mask_redacted
 from sf_activation.salesforce.client import SalesforceClient
 from sf_activation.salesforce.coerce import coerce_batch, output_schema
 from sf_activation.salesforce.describe import validate_mapping
@@ -155,7 +155,6 @@ class SyncRun:
             full_resync=full_resync,
         )
         self._plan: Plan | None = None
-        self._commit_seq = 0
         self._api_calls_at_start = self.client.api_calls
 
     # ---------------------------------------------------------------- plan
@@ -200,7 +199,8 @@ class SyncRun:
             setattr(self.summary, name, int(counts.get(name, 0)))
         if spec.operation != "mirror":
             self.summary.removed = 0
-        self.summary.sample_changes = plan.sample_changes(5)
+        # Samples reach terminals, JSON summaries and the Dagster UI: PII stays masked.
+        self.summary.sample_changes = mask_redacted(plan.sample_changes(5), set(spec.redact))
         accounted = sum(
             self.summary.__dict__[k]
             for k in ("invalid", "added", "changed", "unchanged", "pending")
