@@ -107,6 +107,9 @@ class Settings(BaseModel):
     dbt_target_dir: Path | None = None
     # Mirror runs may delete more than max_delete_rate (a deliberate clean-up).
     allow_deletes: bool = False
+    # Confirmed rows buffered before a durable state commit (insert always commits per call):
+    # what a killed run may re-send, traded against one Parquet write per Composite call.
+    commit_rows: int = 2_000
     salesforce: SalesforceSettings = SalesforceSettings()
 
     @classmethod
@@ -125,5 +128,6 @@ class Settings(BaseModel):
             dbt_target_dir=get("SF_ACTIVATION_DBT_TARGET_DIR"),
             allow_deletes=(get("SF_ACTIVATION_ALLOW_DELETES", "") or "").lower()
             in ("1", "true", "yes"),
+            commit_rows=int(get("SF_ACTIVATION_COMMIT_ROWS", "2000") or 2000),
             salesforce=SalesforceSettings.from_env(env),
         )

@@ -47,6 +47,7 @@ META_COLUMNS = ("__pk", "__hash", "__sf_id", "__class", "__error_code", "__error
 # Salesforce answers these when the record is already gone: the delete is done.
 ALREADY_DELETED = {"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"}
 SEND_BATCH_ROWS = 10_000  # rows handed to the client at a time (bounded memory)
+COMMIT_SECONDS = 0.5  # commit buffered rows at least this often (see Settings.commit_rows)
 SOQL_IN_BATCH = 200  # external ids per lookup query: keeps the URL well under 16 KB
 
 
@@ -155,6 +156,9 @@ class SyncRun:
             full_resync=full_resync,
         )
         self._plan: Plan | None = None
+        self._uncommitted: list[pa.Table] = []
+        self._uncommitted_rows = 0
+        self._last_commit = time.monotonic()
         self._api_calls_at_start = self.client.api_calls
 
     # ---------------------------------------------------------------- plan
@@ -362,7 +366,11 @@ class SyncRun:
             nulls=self.spec.nulls,
             concurrency=self.spec.concurrency,
         )
-        report = self.client.send(request, keyed(), on_outcomes)
+        try:
+            report = self.client.send(request, keyed(), on_outcomes)
+        finally:
+            # Whatever happened, rows Salesforce confirmed are recorded before we leave.
+            self._buffer_commit([], force=True)
         self.summary.bulk_job_ids.extend(report.bulk_job_ids)
         if report.stopped_reason and not self.summary.stopped_reason:
             self.summary.stopped_reason = report.stopped_reason
@@ -408,9 +416,32 @@ class SyncRun:
                 commits.append(_state_rows(taken, ids, "rejected"))
             in_flight.settle(number, len(rows))
         if commits:
-            kill_point("after_send_before_commit")  # test hook
-            self.state.commit(pa.concat_tables(commits))
-            kill_point("after_commit")  # test hook
+            self._buffer_commit(commits)
+
+    def _buffer_commit(self, tables: list[pa.Table], *, force: bool = False) -> None:
+        """Commit confirmed rows to state, a few calls' worth at a time.
+
+        One durable Parquet write per 200-record call cost more CPU than sending the call.
+        Idempotent operations commit every `commit_rows` rows or COMMIT_SECONDS, so
+        a killed run re-sends at most that much (upsert and update make that harmless);
+        insert, which Salesforce cannot deduplicate, still commits every call.
+        """
+        self._uncommitted.extend(tables)
+        self._uncommitted_rows += sum(t.num_rows for t in tables)
+        due = (
+            force
+            or self.spec.write_operation == "insert"
+            or self._uncommitted_rows >= self.settings.commit_rows
+            or time.monotonic() - self._last_commit >= COMMIT_SECONDS
+        )
+        if not due or not self._uncommitted:
+            return
+        kill_point("after_send_before_commit")  # test hook
+        self.state.commit(pa.concat_tables(self._uncommitted))
+        kill_point("after_commit")  # test hook
+        self._uncommitted.clear()
+        self._uncommitted_rows = 0
+        self._last_commit = time.monotonic()
 
     def _reject(
         self, sink: RejectSink, batch: pa.RecordBatch, row: int, outcome: RecordOutcome

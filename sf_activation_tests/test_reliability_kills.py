@@ -85,7 +85,11 @@ def _killed(ws: Workspace, model: str, kill: Kill) -> None:
         model,
         "--json",
         check=False,
-        env={"SF_ACTIVATION_TEST_KILL_AT": f"{kill.point}:{kill.n}"},
+        # Commit per call, so the n-th commit of a small run exists to be killed around.
+        env={
+            "SF_ACTIVATION_TEST_KILL_AT": f"{kill.point}:{kill.n}",
+            "SF_ACTIVATION_COMMIT_ROWS": "1",
+        },
     )
     assert result.returncode == -signal.SIGKILL, (
         f"the run was not killed at {kill.point}:{kill.n} (exit {result.returncode}): "

@@ -277,19 +277,19 @@ def test_a_run_killed_mid_way_resumes_without_resending_confirmed_rows(
             stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 120
-        while len(emulator.records("Account")) < 1200 and time.monotonic() < deadline:
+        while len(emulator.records("Account")) < 3000 and time.monotonic() < deadline:
             assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
             time.sleep(0.2)
         process.send_signal(signal.SIGKILL)
         process.wait()
         landed_before_kill = len(emulator.records("Account"))
-        assert 1200 <= landed_before_kill < 6000
+        assert 3000 <= landed_before_kill < 6000
 
         resumed = workspace.sync("accounts")
 
         # Rows confirmed before the kill are not sent again; only calls in flight (at most
         # `concurrency` of 200 records, plus one answered but not yet committed) may be.
-        in_flight = (2 + 1) * 200
+        in_flight = (2 + 1) * 200 + 2_000  # calls in flight + the commit buffer (SF_ACTIVATION_COMMIT_ROWS)
         assert resumed["unchanged"] >= landed_before_kill - in_flight
         assert resumed["sent"] <= 6000 - landed_before_kill + in_flight
         assert resumed["rows"] == 6000
