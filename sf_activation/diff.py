@@ -141,6 +141,12 @@ class Plan:
             batch_rows,
         )
 
+    def limit_memory(self, limit: str) -> None:
+        """Lower DuckDB's memory limit once the plan is built: while rows are sent, its
+        buffers only serve sequential reads of the on-disk plan, and the memory is the
+        sender's to use."""
+        self._con.execute(f"SET memory_limit = '{_safe_setting(limit)}'")
+
     def iter_removed(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
         """Records whose rows left the model: ``__pk, __sf_id`` (mirror deletes these)."""
         yield from self._reader("SELECT __pk, __sf_id FROM removed ORDER BY __pk", batch_rows)

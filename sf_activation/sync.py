@@ -48,6 +48,9 @@ META_COLUMNS = ("__pk", "__hash", "__sf_id", "__class", "__error_code", "__error
 ALREADY_DELETED = {"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"}
 SEND_BATCH_ROWS = 10_000  # rows handed to the client at a time (bounded memory)
 COMMIT_SECONDS = 0.5  # commit buffered rows at least this often (see Settings.commit_rows)
+# DuckDB's memory while sending and compacting state (planning uses 1 GB): the plan and the
+# state are on disk and read sequentially, so a small buffer pool costs little time.
+SEND_PHASE_DUCKDB_MEMORY = "256MB"
 SOQL_IN_BATCH = 200  # external ids per lookup query: keeps the URL well under 16 KB
 
 
@@ -225,6 +228,7 @@ class SyncRun:
         if self.full_resync:
             to_send += self.summary.unchanged
         self.summary.transport = choose_transport(to_send, spec.transport, spec.bulk_threshold)
+        plan.limit_memory(SEND_PHASE_DUCKDB_MEMORY)
         self._plan = plan
         return plan
 
@@ -263,7 +267,10 @@ class SyncRun:
                 self.summary.rejects_url = sink.publish()
             finally:
                 sink.discard()
-            self.state.compact()
+            # The plan is done with: free its buffers before folding the state.
+            plan.close()
+            self._plan = None
+            self.state.compact(work_dir=self.work_dir, memory_limit=SEND_PHASE_DUCKDB_MEMORY)
             self.summary.rejected = (
                 self.summary.invalid + self.summary.failed + self.summary.delete_failed
             )
@@ -278,9 +285,8 @@ class SyncRun:
 
     def _cleanup(self) -> None:
         if self._plan is not None:
-            close = getattr(self._plan, "close", None)
-            if close:
-                close()
+            self._plan.close()
+            self._plan = None
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 

@@ -80,6 +80,10 @@ class BulkSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     max_job_bytes: int = Field(default=MAX_JOB_BYTES, gt=0)
+    # Rows per job: a job's outcomes are matched and reported together, so its row count,
+    # not the table's, sets the client's peak memory. 150k rows cost a few more API calls
+    # per million rows (about 6 per job) and keep a 1M-row sync well under 1 GB.
+    max_job_rows: int = Field(default=150_000, gt=0)
     poll_initial: float = Field(default=1.0, gt=0)
     poll_max: float = Field(default=15.0, gt=0)
     poll_factor: float = Field(default=1.5, ge=1.0)
@@ -302,7 +306,14 @@ class BulkSender:
                 for part, data in self._fitting_slices(
                     layout, batch.slice(offset, SLICE_ROWS), limit
                 ):
-                    if writer is not None and writer.rows and writer.bytes + len(data) > limit:
+                    if (
+                        writer is not None
+                        and writer.rows
+                        and (
+                            writer.bytes + len(data) > limit
+                            or writer.rows + part.num_rows > self.settings.max_job_rows
+                        )
+                    ):
                         yield writer.finish()
                         writer = None
                     if self.stop.is_set():
