@@ -55,6 +55,7 @@ class Row:
     cpu_s: float
     peak_rss_mb: float
     note: str = ""
+    send_cpu_s: float | None = None  # sf_activation: CPU of the send phase alone
 
 
 class Bench:
@@ -86,6 +87,7 @@ class Bench:
         summary = json.loads(m.stdout.strip().splitlines()[-1])
         written = summary["sent"] + summary.get("deleted", 0)
         note = f"transport={summary['transport']}, failed={summary['failed']}"
+        send_cpu = summary.get("send_cpu_s")
         return Row(
             scenario,
             label,
@@ -95,6 +97,7 @@ class Bench:
             m.cpu_s,
             m.peak_rss_mb,
             note,
+            send_cpu,
         )
 
     def baseline(self, scenario: str, script: str, label: str) -> Row:
@@ -184,10 +187,12 @@ def _progress(row: Row) -> None:
     )
 
 
-def ratio(a: float, b: float) -> str:
-    if a == 0:
-        return "∞" if b else "–"
-    return f"{b / a:,.0f}×" if b / a >= 10 else f"{b / a:,.1f}×"
+def ratio(ours: float, baseline: float) -> str:
+    """How many times the baseline's figure is ours (baseline ÷ ours)."""
+    if ours == 0:
+        return "∞×" if baseline else "–"
+    value = baseline / ours
+    return f"{value:,.0f}×" if value >= 10 else f"{value:,.2g}×"
 
 
 def report(rows: int, results: list[Row]) -> str:
@@ -195,12 +200,13 @@ def report(rows: int, results: list[Row]) -> str:
         f"### {rows:,} rows",
         "",
         "| scenario | approach | wall s | rows/s | records written | API calls | client CPU s "
-        "| CPU s per 1M sent | peak RSS MB | note |",
+        "| send CPU s per 1M sent | peak RSS MB | note |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         per_s = f"{r.written / r.wall_s:,.0f}" if r.written else "–"
-        cpu_per_m = f"{r.cpu_s / r.written * 1e6:,.1f}" if r.written else "–"
+        cpu = r.send_cpu_s if r.send_cpu_s is not None else r.cpu_s
+        cpu_per_m = f"{cpu / r.written * 1e6:,.1f}" if r.written else "–"
         lines.append(
             f"| {r.scenario} | {r.approach} | {r.wall_s:,.1f} | {per_s} | {r.written:,} "
             f"| {r.api_calls:,} | {r.cpu_s:,.1f} | {cpu_per_m} | {r.peak_rss_mb:,.0f} | {r.note} |"
@@ -218,13 +224,14 @@ def report(rows: int, results: list[Row]) -> str:
             parts = []
             if base_a:
                 parts.append(
-                    f"API calls {ratio(r.api_calls, base_a.api_calls)} fewer than A, "
-                    f"{ratio(r.wall_s, base_a.wall_s)} faster than A"
+                    f"vs A: API calls ÷{ratio(r.api_calls, base_a.api_calls)}, "
+                    f"wall time ÷{ratio(r.wall_s, base_a.wall_s)}"
                 )
             if base_b:
                 parts.append(
-                    f"records written {ratio(r.written, base_b.written)} fewer than B, "
-                    f"API calls {ratio(r.api_calls, base_b.api_calls)} fewer than B"
+                    f"vs B: records written ÷{ratio(r.written, base_b.written)}, "
+                    f"API calls ÷{ratio(r.api_calls, base_b.api_calls)}, "
+                    f"wall time ÷{ratio(r.wall_s, base_b.wall_s)}"
                 )
             if parts:
                 lines.append(f"- {scenario}, {r.approach}: " + "; ".join(parts))
