@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +21,8 @@ from typing import Any
 
 import duckdb
 import requests
+
+from sf_activation.emulator.process import emulator_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,6 @@ class Emulator:
     instance_url: str
     access_token: str
     ca_bundle: str
-    process: subprocess.Popen[bytes]
 
     def _get(self, path: str) -> Any:
         response = requests.get(
@@ -76,42 +75,11 @@ class Emulator:
 @contextlib.contextmanager
 def emulator(latency_ms: int = 50, *extra: str) -> Iterator[Emulator]:
     with tempfile.TemporaryDirectory(prefix="bench-emulator-") as tmp:
-        ready = Path(tmp) / "ready.json"
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sf_activation",
-                "emulator",
-                "--port",
-                "0",
-                "--ready-file",
-                str(ready),
-                "--latency-ms",
-                str(latency_ms),
-                "--tls-dir",
-                str(Path(tmp) / "tls"),
-                # Baseline A alone spends more than a real org's default daily allowance.
-                "--daily-api-limit",
-                "100000000",
-                *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("emulator did not start")
-            time.sleep(0.05)
-        time.sleep(0.05)
-        info = json.loads(ready.read_text())
-        try:
-            yield Emulator(info["instance_url"], info["access_token"], info["ca_bundle"], process)
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+        flags = ["--latency-ms", str(latency_ms), *extra]
+        # Baseline A alone spends more than a real org's default daily allowance.
+        flags += ["--daily-api-limit", "100000000"]
+        with emulator_process(Path(tmp), *flags) as info:
+            yield Emulator(info["instance_url"], info["access_token"], info["ca_bundle"])
 
 
 def build_accounts(path: Path, rows: int) -> None:

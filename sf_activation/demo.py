@@ -9,19 +9,15 @@ the rejects and Dagster's run records are; stops what it started.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sf_activation.demo_data import DemoSize, build_demo_warehouse, change_a_slice
+from sf_activation.emulator.process import emulator_process
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(".sf_activation/demo")
@@ -46,45 +42,6 @@ class ModelResult:
     seconds: float = 0.0
     reject_file: str = ""
     codes: dict[str, int] | None = None
-
-
-@contextmanager
-def running_emulator(work: Path) -> Any:
-    ready = work / "emulator-ready.json"
-    ready.unlink(missing_ok=True)
-    log = (work / "emulator.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sf_activation",
-            "emulator",
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-            "--tls-dir",
-            str(work / "emulator-tls"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists() or not ready.read_text().strip():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the emulator did not start; see {work / 'emulator.log'}")
-            time.sleep(0.1)
-        yield json.loads(ready.read_text())
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        log.close()
 
 
 def run_all_models(label: str) -> list[ModelResult]:
@@ -169,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{n:,} {table}" for table, n in counts.items())
         + f" ({warehouse})"
     )
-    with running_emulator(work) as emulator:
+    with emulator_process(work) as emulator:
         os.environ.update(
             {
                 "SALESFORCE_INSTANCE_URL": emulator["instance_url"],
