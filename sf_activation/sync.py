@@ -51,7 +51,6 @@ COMMIT_SECONDS = 0.5  # commit buffered rows at least this often (see Settings.c
 # DuckDB's memory while sending and compacting state (planning uses 1 GB): the plan and the
 # state are on disk and read sequentially, so a small buffer pool costs little time.
 SEND_PHASE_DUCKDB_MEMORY = "256MB"
-SOQL_IN_BATCH = 200  # external ids per lookup query: keeps the URL well under 16 KB
 
 
 class AccountingError(RuntimeError):
@@ -541,21 +540,12 @@ class SyncRun:
         if ext is None:
             raise ValueError(f"{self.spec.name}: update/delete needs an Id column or external_id")
         for batch in batches:
-            values = [v for v in batch.column(ext).to_pylist() if v is not None]
-            found: dict[str, str] = {}
-            for start in range(0, len(values), SOQL_IN_BATCH):
-                chunk = values[start : start + SOQL_IN_BATCH]
-                quoted = ",".join(
-                    "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'" for v in chunk
-                )
-                soql = f"SELECT Id, {ext} FROM {self.spec.object} WHERE {ext} IN ({quoted})"
-                for record in self.client.query(soql):
-                    found[str(record[ext])] = record["Id"]
+            wanted = batch.column(ext).to_pylist()
+            found = self.client.ids_by_external_id(
+                self.spec.object, ext, (str(v) for v in wanted if v is not None)
+            )
             ids = pa.array(
-                [
-                    found.get(str(v)) if v is not None else None
-                    for v in batch.column(ext).to_pylist()
-                ],
+                [found.get(str(v)) if v is not None else None for v in wanted],
                 pa.string(),
             )
             missing = pc.is_null(ids)
