@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from sf_activation_tests.support.emulator import (
-    TEST_SCHEMA_FLAGS,
-    EmulatorHandle,
-    start_emulator,
-)
+from sf_activation_tests.support.emulator import EmulatorHandle
 
 V = "62.0"
-
-
-@pytest.fixture(scope="module")
-def emu_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-    with start_emulator(tmp_path_factory.mktemp("collections"), *TEST_SCHEMA_FLAGS) as handle:
-        yield handle
-
-
-@pytest.fixture
-def emu(emu_module: EmulatorHandle) -> EmulatorHandle:
-    emu_module.reset()
-    return emu_module
-
-
-@pytest.fixture
-def http(emu: EmulatorHandle) -> requests.Session:
-    return emu.session()
 
 
 def url(emu: EmulatorHandle, path: str) -> str:

@@ -7,7 +7,6 @@ where it does not (or where the status code matters).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +14,9 @@ import pytest
 import requests
 from simple_salesforce.exceptions import SalesforceResourceNotFound
 
-from sf_activation_tests.support.emulator import (
-    TEST_SCHEMA_FLAGS,
-    EmulatorHandle,
-    start_emulator,
-)
+from sf_activation_tests.support.emulator import EmulatorHandle, start_emulator
 
 V = "62.0"
-
-
-@pytest.fixture(scope="module")
-def emu_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
-    with start_emulator(tmp_path_factory.mktemp("rest"), *TEST_SCHEMA_FLAGS) as handle:
-        yield handle
-
-
-@pytest.fixture
-def emu(emu_module: EmulatorHandle) -> EmulatorHandle:
-    emu_module.reset()
-    return emu_module
-
-
-@pytest.fixture
-def http(emu: EmulatorHandle) -> requests.Session:
-    return emu.session()
 
 
 def url(emu: EmulatorHandle, path: str) -> str:
