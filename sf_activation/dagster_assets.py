@@ -10,7 +10,8 @@ import datetime as dt
 import hashlib
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -255,6 +256,18 @@ def _code_version(spec: ModelSpec) -> str:
 # ------------------------------------------------------------------------ errors
 
 
+@contextmanager
+def _user_errors_as_failures() -> Iterator[None]:
+    """Re-raise errors a user can act on as a one-line Failure; anything else as it is."""
+    try:
+        yield
+    except Exception as exc:
+        failure = _as_failure(exc)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
 def _as_failure(exc: Exception) -> dg.Failure | None:
     """Errors a user can act on become a one-line Failure instead of a traceback."""
     from sf_activation.diff import DeleteRateExceeded
@@ -354,7 +367,7 @@ def _build(
     ) -> dg.MaterializeResult:
         run_spec = _spec_for_run(spec, context)
         settings = build_settings(salesforce, sync_settings)
-        try:
+        with _user_errors_as_failures():
             # A dry run: it reads describe and state, sends nothing. Deletes beyond
             # max_delete_rate are refused by the sync step, where allow_deletes is set.
             summary = plan_sync(
@@ -364,11 +377,6 @@ def _build(
                 allow_deletes=True,
                 progress=_progress_logger(context),
             )
-        except Exception as exc:
-            failure = _as_failure(exc)
-            if failure is None:
-                raise
-            raise failure from exc
         context.log.info(
             f"{name}: {summary.rows} rows; added {summary.added}, changed {summary.changed}, "
             f"removed {summary.removed}, invalid {summary.invalid}, pending {summary.pending}"
@@ -408,7 +416,7 @@ def _build(
     ) -> dg.MaterializeResult:
         run_spec = _spec_for_run(spec, context)
         settings = build_settings(salesforce, sync_settings)
-        try:
+        with _user_errors_as_failures():
             summary = run_sync(
                 run_spec,
                 settings,
@@ -417,11 +425,6 @@ def _build(
                 allow_deletes=config.allow_deletes,
                 progress=_progress_logger(context),
             )
-        except Exception as exc:
-            failure = _as_failure(exc)
-            if failure is None:
-                raise
-            raise failure from exc
         context.log.info(
             f"{name}: sent {summary.sent}, succeeded {summary.succeeded}, failed "
             f"{summary.failed}, retried {summary.retried}, {summary.api_calls} API calls "
