@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,6 +30,7 @@ from sf_activation.salesforce.client import SalesforceClient
 from sf_activation.salesforce.coerce import coerce_batch, output_schema
 from sf_activation.salesforce.describe import validate_mapping
 from sf_activation.salesforce.outcomes import (
+    Outcomes,
     RecordOutcome,
     SendReport,
     SendRequest,
@@ -46,6 +48,7 @@ ProgressCallback = Callable[[str, int, int], None]
 META_COLUMNS = ("__pk", "__hash", "__sf_id", "__class", "__error_code", "__error_message")
 # Salesforce answers these when the record is already gone: the delete is done.
 ALREADY_DELETED = {"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"}
+_ALREADY_DELETED = pa.array(sorted(ALREADY_DELETED), pa.string())
 SEND_BATCH_ROWS = 10_000  # rows handed to the client at a time (bounded memory)
 COMMIT_SECONDS = 0.5  # commit buffered rows at least this often (see Settings.commit_rows)
 # DuckDB's memory while sending and compacting state (planning uses 1 GB): the plan and the
@@ -104,7 +107,11 @@ class SyncSummary:
 
 @dataclass
 class _InFlight:
-    """Batches handed to the client, kept until every row has its outcome."""
+    """Batches handed to the client, kept until every row has its outcome.
+
+    A row's key is its batch number in the high 32 bits and its row in the low ones, so
+    outcomes find their rows with integer arithmetic over arrays.
+    """
 
     batches: dict[int, pa.RecordBatch] = field(default_factory=dict)
     remaining: dict[int, int] = field(default_factory=dict)
@@ -118,6 +125,29 @@ class _InFlight:
         if self.remaining[number] <= 0:
             del self.remaining[number]
             del self.batches[number]
+
+    def keyed(self, number: int, batch: pa.RecordBatch) -> pa.Array:
+        """Register `batch` and return the keys of its rows."""
+        self.add(number, batch)
+        return pa.array(np.arange(batch.num_rows, dtype=np.int64) + (number << _ROW_BITS))
+
+    def by_batch(self, outcomes: Outcomes) -> Iterator[tuple[int, pa.RecordBatch, np.ndarray]]:
+        """(batch number, batch, mask of the outcomes that are its rows) for each batch
+        the outcomes touch; `rows(outcomes)` are the row numbers within it."""
+        numbers = self.numbers(outcomes)
+        for number in np.unique(numbers).tolist():
+            yield number, self.batches[number], numbers == number
+
+    @staticmethod
+    def numbers(outcomes: Outcomes) -> np.ndarray:
+        return np.asarray(outcomes.keys, dtype=np.int64) >> _ROW_BITS
+
+    @staticmethod
+    def rows(outcomes: Outcomes) -> np.ndarray:
+        return np.asarray(outcomes.keys, dtype=np.int64) & ((1 << _ROW_BITS) - 1)
+
+
+_ROW_BITS = 32
 
 
 def _field_columns(batch: pa.RecordBatch) -> list[str]:
@@ -357,14 +387,11 @@ class SyncRun:
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
-                number = next(counter)
-                in_flight.add(number, batch)
+                keys = in_flight.keyed(next(counter), batch)
                 kill_point("before_send")  # test hook
-                keys = pa.array([f"{number}:{row}" for row in range(batch.num_rows)], pa.string())
-                payload = batch.select(_field_columns(batch)).append_column("__key", keys)
-                yield payload
+                yield batch.select(_field_columns(batch)).append_column("__key", keys)
 
-        def on_outcomes(outcomes: list[RecordOutcome]) -> None:
+        def on_outcomes(outcomes: Outcomes) -> None:
             nonlocal done
             done += len(outcomes)
             self.progress("send", done, total)
@@ -388,45 +415,36 @@ class SyncRun:
             self.summary.stopped_reason = report.stopped_reason
         return report
 
-    def _reconcile(
-        self, outcomes: list[RecordOutcome], in_flight: _InFlight, sink: RejectSink
-    ) -> None:
+    def _reconcile(self, outcomes: Outcomes, in_flight: _InFlight, sink: RejectSink) -> None:
         """Count the outcomes, record rejects, and commit the confirmed rows to state."""
-        by_batch: dict[int, list[tuple[int, RecordOutcome]]] = {}
-        for outcome in outcomes:
-            number, row = outcome.key.split(":")
-            by_batch.setdefault(int(number), []).append((int(row), outcome))
+        rows = in_flight.rows(outcomes)
+        accepted = outcomes.success_mask()
+        # Retryable: not the row's fault (retries exhausted, job failed, budget reached);
+        # it stays as it is in state and is sent again next run.
+        retryable = outcomes.retryable_mask()
+        refused = ~accepted & ~retryable
+        self.summary.sent += len(outcomes)
+        self.summary.succeeded += int(np.count_nonzero(accepted))
+        self.summary.retried += int(np.count_nonzero(retryable))
+        self.summary.failed += int(np.count_nonzero(refused))
+        sf_ids = pa.array(outcomes.sf_ids, pa.string())
         commits: list[pa.Table] = []
-        for number, rows in by_batch.items():
-            batch = in_flight.batches[number]
-            accepted: list[int] = []
-            accepted_ids: list[str | None] = []
-            refused: list[int] = []
-            for row, outcome in rows:
-                if outcome.success:
-                    accepted.append(row)
-                    accepted_ids.append(outcome.sf_id)
-                elif outcome.retryable:
-                    # Not the row's fault (retries exhausted, job failed, budget reached): it
-                    # stays as it is in state and is sent again next run.
-                    self.summary.retried += 1
-                else:
-                    refused.append(row)
-                    self._reject(sink, batch, row, outcome)
-            self.summary.sent += len(rows)
-            self.summary.succeeded += len(accepted)
-            self.summary.failed += len(refused)
-            if accepted:
-                taken = batch.take(pa.array(accepted, pa.int64()))
-                ids = pa.array(accepted_ids, pa.string())
+        for number, batch, mine in in_flight.by_batch(outcomes):
+            ok = mine & accepted
+            if ok.any():
+                taken = batch.take(pa.array(rows[ok]))
+                ids = sf_ids.filter(pa.array(ok))
                 if "__sf_id" in batch.schema.names:  # updates answer with the Id we sent
                     ids = pc.coalesce(ids, taken.column("__sf_id"))
                 commits.append(_state_rows(taken, ids, "synced"))
-            if refused:
-                taken = batch.take(pa.array(refused, pa.int64()))
+            bad = mine & refused
+            if bad.any():
+                for i in np.flatnonzero(bad).tolist():
+                    self._reject(sink, batch, int(rows[i]), outcomes[i])
+                taken = batch.take(pa.array(rows[bad]))
                 ids = taken.column("__sf_id") if "__sf_id" in batch.schema.names else None
                 commits.append(_state_rows(taken, ids, "rejected"))
-            in_flight.settle(number, len(rows))
+            in_flight.settle(number, int(np.count_nonzero(mine)))
         if commits:
             self._buffer_commit(commits)
 
@@ -468,16 +486,9 @@ class SyncRun:
             transport=self.summary.transport,
         )
 
-    def _commit_deleted(self, pks: list[str]) -> None:
-        n = len(pks)
-        self.state.commit(
-            pa.table(
-                {
-                    "pk": pa.array(pks, pa.string()),
-                    "status": pa.array(["deleted"] * n, pa.string()),
-                }
-            )
-        )
+    def _commit_deleted(self, pks: pa.Array) -> None:
+        status = pa.array(["deleted"] * len(pks), pa.string())
+        self.state.commit(pa.table({"pk": pks.cast(pa.string()), "status": status}))
 
     def _delete_removed(self, plan: Plan, sink: RejectSink) -> None:
         """Mirror: delete the records whose rows left the model, by their recorded Id."""
@@ -488,24 +499,23 @@ class SyncRun:
             for batch in plan.iter_removed():
                 if batch.num_rows == 0:
                     continue
-                number = next(counter)
-                in_flight.add(number, batch)
-                keys = pa.array([f"{number}:{row}" for row in range(batch.num_rows)], pa.string())
+                keys = in_flight.keyed(next(counter), batch)
                 yield pa.RecordBatch.from_arrays(
                     [batch.column("__sf_id"), keys], names=["Id", "__key"]
                 )
 
-        def on_outcomes(outcomes: list[RecordOutcome]) -> None:
-            pks: list[str] = []
-            for outcome in outcomes:
-                number, row = (int(part) for part in outcome.key.split(":"))
-                batch = in_flight.batches[number]
-                gone = outcome.success or outcome.error_code in ALREADY_DELETED
-                if gone:
-                    self.summary.deleted += 1
-                    pks.append(batch.column("__pk")[row].as_py())
-                elif not outcome.retryable:
-                    self.summary.delete_failed += 1
+        def on_outcomes(outcomes: Outcomes) -> None:
+            rows = in_flight.rows(outcomes)
+            codes = pa.array(outcomes.error_codes, pa.string())
+            already = pc.fill_null(pc.is_in(codes, value_set=_ALREADY_DELETED), False)
+            gone = outcomes.success_mask() | np.asarray(already)
+            refused = ~gone & ~outcomes.retryable_mask()
+            pks: list[pa.Array] = []
+            for number, batch, mine in in_flight.by_batch(outcomes):
+                if (mine & gone).any():
+                    pks.append(batch.column("__pk").take(pa.array(rows[mine & gone])))
+                for i in np.flatnonzero(mine & refused).tolist():
+                    outcome, row = outcomes[i], int(rows[i])
                     sink.add(
                         primary_key=batch.column("__pk")[row].as_py(),
                         record={"Id": batch.column("__sf_id")[row].as_py()},
@@ -515,11 +525,13 @@ class SyncRun:
                         attempts=outcome.attempts,
                         transport=self.summary.transport,
                     )
-                in_flight.settle(number, 1)
+                in_flight.settle(number, int(np.count_nonzero(mine)))
+            self.summary.deleted += int(np.count_nonzero(gone))
+            self.summary.delete_failed += int(np.count_nonzero(refused))
             self.progress("delete", self.summary.deleted, self.summary.removed)
             if pks:
                 kill_point("delete_before_commit")  # test hook
-                self._commit_deleted(pks)
+                self._commit_deleted(pa.concat_arrays(pks))
 
         request = SendRequest(
             object=self.spec.object,

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
 
-from sf_activation.salesforce.bulk import csv_cells, csv_header, match_keys, parse_bulk_error
-from sf_activation.salesforce.composite import records_from_batch
+from sf_activation.salesforce.bulk import (
+    csv_cells,
+    csv_header,
+    match_keys,
+    match_results,
+    parse_bulk_error,
+)
 from sf_activation.salesforce.describe import ObjectDescribe, validate_mapping
 from sf_activation.salesforce.errors import (
     ApiLimitError,
@@ -24,6 +30,7 @@ from sf_activation.salesforce.errors import (
 )
 from sf_activation.salesforce.outcomes import SendRequest, choose_transport
 from sf_activation.salesforce.payload import PayloadLayout
+from sf_activation.salesforce.record_json import RecordEncoder, collection_body
 from sf_activation_tests.support.salesforce_fixtures import account_describe, widget_describe
 
 ACCOUNT = ObjectDescribe.model_validate(account_describe())
@@ -169,19 +176,67 @@ def layout(nulls: str, operation: str = "upsert") -> tuple[PayloadLayout, pa.Rec
     return PayloadLayout.build(request, WIDGET, batch.schema), batch
 
 
+def records_of(layout: PayloadLayout, batch: pa.RecordBatch) -> list[dict]:
+    with RecordEncoder(layout) as encoder:
+        texts = encoder.encode(batch)
+    # What goes on the wire must be JSON any parser accepts, not only Python's.
+    body = json.loads(collection_body(texts), parse_constant=_no_constants)
+    assert body["allOrNone"] is False
+    return body["records"]
+
+
+def _no_constants(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON")
+
+
 def test_composite_records_clear_or_keep_nulls_and_nest_lookups():
     cleared, batch = layout("clear")
-    records = records_from_batch(cleared, batch)
+    records = records_of(cleared, batch)
     assert records[1] == {
         "attributes": {"type": "Widget__c"},
         "Ext__c": "w,2", "Name": None, "Count__c": None, "Active__c": False,
         "Account__c": None,  # clearing a lookup nulls its reference field
     }  # fmt: skip
     assert records[0]["Account__r"] == {"External_Id__c": "A-1"}
+    assert records[2]["Ext__c"] == 'w"3' and records[2]["Name"] == "line\nbreak ünï"
+    assert records[2]["Active__c"] is None and records[2]["Count__c"] == 3
     kept, _ = layout("keep")
-    assert records_from_batch(kept, batch)[1] == {
+    assert records_of(kept, batch)[1] == {
         "attributes": {"type": "Widget__c"}, "Ext__c": "w,2", "Active__c": False,
     }  # fmt: skip
+
+
+def test_composite_records_are_valid_json_for_awkward_values():
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "Ext__c": ["a\\b", "tab\there", "nul\x00 \x1f bell\x07", "é😀'\"}{", "x"],
+            "Amount__c": pa.array([float("nan"), float("inf"), -0.0, 1e20, None]),
+            "Count__c": pa.array([2**53, -1, 0, None, 7], pa.int64()),
+        }
+    )
+    request = SendRequest(object="Widget__c", operation="upsert", external_id="Ext__c")
+    records = records_of(PayloadLayout.build(request, WIDGET, batch.schema), batch)
+    assert [r["Ext__c"] for r in records] == batch.column("Ext__c").to_pylist()
+    # JSON has no NaN or Infinity: they go as null (coercion rejects them before this).
+    assert [r["Amount__c"] for r in records] == [None, None, -0.0, 1e20, None]
+    assert [r["Count__c"] for r in records] == [2**53, -1, 0, None, 7]
+
+
+def test_composite_delete_sends_ids():
+    batch = pa.RecordBatch.from_pydict({"Id": ["001A", "001B"], "__key": [1, 2]})
+    request = SendRequest(object="Widget__c", operation="delete")
+    with RecordEncoder(PayloadLayout.build(request, WIDGET, batch.schema)) as encoder:
+        assert encoder.encode(batch) == ["001A", "001B"]
+
+
+def test_bulk_results_match_identical_rows_one_each():
+    inputs = pa.array(["a", "b", "a", "c", "a"])
+    results = pa.array(["c", "a", "a", "zz", "b", "a", "a"])
+    matched = match_results(inputs, results).tolist()
+    assert matched[0] == 3 and matched[4] == 1 and matched[3] == -1
+    # Three "a" inputs take three "a" results, each once; the fourth "a" result is extra.
+    a_rows = [matched[j] for j in (1, 2, 5, 6)]
+    assert sorted(a_rows) == [-1, 0, 2, 4]
 
 
 def test_bulk_csv_quotes_everything_that_needs_it_and_marks_cleared_nulls():
@@ -214,7 +269,7 @@ def test_bulk_csv_quotes_everything_that_needs_it_and_marks_cleared_nulls():
          "Account__r.External_Id__c": "A-3", "Account__c": ""},
     ]  # fmt: skip
     # Result rows are matched back by the same cells, read back from CSV.
-    assert match_keys(cells) == match_keys([back.column(h) for h in header])
+    assert match_keys(cells).equals(match_keys([back.column(h).combine_chunks() for h in header]))
     kept, _ = layout("keep")
     assert csv_header(kept)[-1] == "Account__r.External_Id__c"
     assert csv_cells(kept, batch)[1].to_pylist() == ["Comma, inc", "", "line\nbreak ünï"]

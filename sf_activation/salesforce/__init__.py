@@ -18,6 +18,7 @@ from sf_activation.salesforce.errors import (
 )
 from sf_activation.salesforce.outcomes import (
     KEY_COLUMN,
+    Outcomes,
     RecordOutcome,
     RetryPolicy,
     SendReport,
@@ -33,6 +34,7 @@ __all__ = [
     "FieldDescribe",
     "MappingError",
     "ObjectDescribe",
+    "Outcomes",
     "RecordOutcome",
     "RequestError",
     "RetryPolicy",

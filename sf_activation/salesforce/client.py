@@ -20,7 +20,7 @@ from sf_activation.salesforce.composite import CompositeSender
 from sf_activation.salesforce.describe import ObjectDescribe, validate_mapping
 from sf_activation.salesforce.errors import ApiLimitError, RequestError, TransientError
 from sf_activation.salesforce.outcomes import (
-    RecordOutcome,
+    Outcomes,
     RetryPolicy,
     SendReport,
     SendRequest,
@@ -166,10 +166,11 @@ class SalesforceClient:
         self,
         request: SendRequest,
         batches: Iterable[pa.RecordBatch],
-        on_outcomes: Callable[[list[RecordOutcome]], None],
+        on_outcomes: Callable[[Outcomes], None],
     ) -> SendReport:
         """Send canonical batches (`__key` + one column per Salesforce field) and report
-        exactly one `RecordOutcome` per row through `on_outcomes`, in this thread.
+        exactly one outcome per row through `on_outcomes`, in this thread, as `Outcomes`
+        (columns; iterate it for a `RecordOutcome` per row).
 
         Stops cleanly (remaining rows retryable, `stopped_reason` set) when the API budget
         is reached; raises `AuthenticationError` when credentials stop working (rows in
@@ -180,7 +181,7 @@ class SalesforceClient:
         calls_before = self.session.api_calls
         started = time.monotonic()
 
-        def collect(outcomes: list[RecordOutcome]) -> None:
+        def collect(outcomes: Outcomes) -> None:
             if outcomes:
                 report.add(outcomes)
                 on_outcomes(outcomes)

@@ -5,8 +5,8 @@ describe (see docs/internals.md for the output contract). Rows with a value that
 be coerced get `__error_code`/`__error_message` in Salesforce's own shapes and are never
 sent. Python runs per row only to format messages for those rare rows.
 
-Both transports serialise from these canonical columns (`composite.records_from_batch`
-and `bulk.csv_columns`), so the same row becomes the same record either way.
+Both transports serialise from these canonical columns (`record_json.RecordEncoder`
+and `bulk.csv_cells`), so the same row becomes the same record either way.
 """
 
 from __future__ import annotations

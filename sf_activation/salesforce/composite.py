@@ -8,7 +8,6 @@ to find the bad records, and hands outcomes back in the caller's thread.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,61 +28,18 @@ from sf_activation.salesforce.errors import (
 from sf_activation.salesforce.outcomes import (
     API_BUDGET_REACHED,
     KEY_COLUMN,
+    Outcomes,
     RecordOutcome,
     RetryPolicy,
     StopSignal,
 )
 from sf_activation.salesforce.payload import PayloadLayout
-
-try:  # orjson is several times faster at the one thing this module does most
-    import orjson
-
-    def _dumps(body: Any) -> bytes:
-        return orjson.dumps(body)
-except ImportError:  # pragma: no cover
-
-    def _dumps(body: Any) -> bytes:
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
+from sf_activation.salesforce.record_json import RecordEncoder, collection_body
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 200  # Salesforce's limit per sObject Collections call
 _JSON = {"Content-Type": "application/json; charset=UTF-8"}
-
-
-def records_from_batch(layout: PayloadLayout, batch: pa.RecordBatch) -> list[dict[str, Any]]:
-    """sObject JSON records of a canonical batch (`nulls: clear` → JSON null, `keep` → omitted)."""
-    n = batch.num_rows
-    if layout.operation == "delete":
-        return [{"Id": v} for v in batch.column(layout.identity).to_pylist()]  # type: ignore[arg-type]
-    attributes = {"type": layout.object}
-    names = layout.fields
-    columns = [batch.column(name).to_pylist() for name in names]
-    rows = zip(*columns, strict=True) if columns else ((),) * n
-    # Built with dict(zip()) over row tuples: the per-row cost is what bounds CPU per
-    # million rows, so no per-field Python branches on the common path.
-    if layout.clear_nulls:
-        records = [dict(zip(names, row, strict=True)) for row in rows]
-    else:
-        records = [{k: v for k, v in zip(names, row, strict=True) if v is not None} for row in rows]
-    for record in records:
-        record["attributes"] = attributes
-    for lookup in layout.lookups:
-        values = batch.column(lookup.column).to_pylist()
-        relationship, parent_field, reference = (
-            lookup.relationship,
-            lookup.parent_field,
-            lookup.reference_field,
-        )
-        for record, value in zip(records, values, strict=True):
-            if value is not None:
-                record[relationship] = {parent_field: value}
-            elif layout.clear_nulls:
-                # A lookup by external id cannot be nulled through the relationship; the
-                # reference field itself (ParentId) is what empties it.
-                record[reference] = None
-    return records
 
 
 class CollectionsApi:
@@ -93,15 +49,17 @@ class CollectionsApi:
         self.session = session
         self.layout = layout
 
-    def call(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def call(self, records: list[str]) -> list[dict[str, Any]]:
+        """`records` are `RecordEncoder.encode` output: JSON texts, or Ids to delete."""
         op = self.layout.operation
         if op == "delete":
-            ids = ",".join(r["Id"] for r in records)
             results = self.session.json(
-                "DELETE", "composite/sobjects", params={"ids": ids, "allOrNone": "false"}
+                "DELETE",
+                "composite/sobjects",
+                params={"ids": ",".join(records), "allOrNone": "false"},
             )
         else:
-            body = _dumps({"allOrNone": False, "records": records})
+            body = collection_body(records)
             if op == "insert":
                 results = self.session.json("POST", "composite/sobjects", data=body, headers=_JSON)
             elif op == "update":
@@ -119,13 +77,12 @@ class CollectionsApi:
 
 
 def _outcome_from_result(
-    key: str, result: dict[str, Any], attempts: int, operation: str
+    key: Any, result: dict[str, Any], attempts: int, operation: str
 ) -> RecordOutcome:
     if result.get("success"):
-        created = result.get("created")
-        if created is None:
-            created = True if operation == "insert" else (False if operation != "upsert" else None)
-        return RecordOutcome(key, True, result.get("id"), created, attempts=attempts)
+        return RecordOutcome(
+            key, True, result.get("id"), _created(result, operation), attempts=attempts
+        )
     errors = result.get("errors") or [{}]
     first = errors[0]
     code = first.get("statusCode") or first.get("errorCode") or "UNKNOWN_EXCEPTION"
@@ -142,79 +99,115 @@ def _outcome_from_result(
     )
 
 
+def _created(result: dict[str, Any], operation: str) -> bool | None:
+    created = result.get("created")
+    if created is None and operation != "upsert":
+        return operation == "insert"  # only upsert can answer either way
+    return created
+
+
+def outcomes_of_results(
+    keys: list[Any], results: list[dict[str, Any]], attempts: int, operation: str
+) -> Outcomes:
+    """Outcomes of one call's positional results; no object per record when all succeeded."""
+    if all(r.get("success") for r in results):
+        return Outcomes.succeeded(
+            keys,
+            [r.get("id") for r in results],
+            [_created(r, operation) for r in results],
+            attempts,
+        )
+    return Outcomes.of(
+        _outcome_from_result(key, result, attempts, operation)
+        for key, result in zip(keys, results, strict=True)
+    )
+
+
 def send_chunk(
     api: CollectionsApi,
-    records: list[dict[str, Any]],
-    keys: list[str],
+    records: list[str],
+    keys: list[Any],
     policy: RetryPolicy,
     stop: StopSignal,
     first_attempt: int = 1,
-) -> list[RecordOutcome]:
+) -> Outcomes:
     """Send one chunk until every record has an outcome; retries only what failed transiently."""
-    outcomes: dict[int, RecordOutcome] = {}
+    settled: list[Outcomes] = []
     pending = list(range(len(records)))
     attempt = first_attempt - 1
     while pending:
         attempt += 1
+        pending_keys = [keys[i] for i in pending]
         if stop.is_set():
-            for i in pending:
-                outcomes[i] = RecordOutcome(
-                    keys[i], False, None, None, API_BUDGET_REACHED,
-                    f"not sent: {stop.reason}",
+            settled.append(
+                Outcomes.failed(
+                    pending_keys, API_BUDGET_REACHED, f"not sent: {stop.reason}",
                     retryable=True, attempts=attempt - 1,
-                )  # fmt: skip
+                )
+            )  # fmt: skip
             break
         try:
             results = api.call([records[i] for i in pending])
         except ApiLimitError as exc:
             stop.set(str(exc))
-            for i in pending:
-                outcomes[i] = RecordOutcome(
-                    keys[i], False, None, None, exc.error_code or "REQUEST_LIMIT_EXCEEDED",
-                    str(exc), retryable=True, attempts=attempt - 1,
-                )  # fmt: skip
+            settled.append(
+                Outcomes.failed(
+                    pending_keys, exc.error_code or "REQUEST_LIMIT_EXCEEDED", str(exc),
+                    retryable=True, attempts=attempt - 1,
+                )
+            )  # fmt: skip
             break
         except TransientError as exc:
             if attempt >= policy.max_attempts:
-                for i in pending:
-                    outcomes[i] = RecordOutcome(
-                        keys[i], False, None, None, exc.error_code or "TRANSIENT_ERROR",
-                        f"gave up after {attempt} attempts: {exc}", retryable=True, attempts=attempt,
-                    )  # fmt: skip
+                settled.append(
+                    Outcomes.failed(
+                        pending_keys, exc.error_code or "TRANSIENT_ERROR",
+                        f"gave up after {attempt} attempts: {exc}",
+                        retryable=True, attempts=attempt,
+                    )
+                )  # fmt: skip
                 break
             log.debug("transient failure on attempt %d, retrying: %s", attempt, exc)
             time.sleep(policy.delay(attempt))
             continue
         except RequestError as exc:
             if len(pending) == 1:
-                i = pending[0]
                 fields = list((exc.errors[0] if exc.errors else {}).get("fields") or [])
-                outcomes[i] = RecordOutcome(
-                    keys[i], False, None, None, exc.error_code or f"HTTP_{exc.status}",
-                    str(exc).split(": ", 1)[-1], fields, attempts=attempt,
+                settled.append(
+                    Outcomes.of([
+                        RecordOutcome(
+                            pending_keys[0], False, None, None,
+                            exc.error_code or f"HTTP_{exc.status}",
+                            str(exc).split(": ", 1)[-1], fields, attempts=attempt,
+                        )
+                    ])
                 )  # fmt: skip
                 break
             # Salesforce refused the whole request because of something in it: halve it
             # until the records it objects to are alone, instead of rejecting 200 rows.
             half = len(pending) // 2
             for part in (pending[:half], pending[half:]):
-                sub = send_chunk(
-                    api, [records[i] for i in part], [keys[i] for i in part], policy, stop, attempt
-                )
-                for i, outcome in zip(part, sub, strict=True):
-                    outcomes[i] = outcome
+                settled.append(
+                    send_chunk(
+                        api, [records[i] for i in part], [keys[i] for i in part],
+                        policy, stop, attempt,
+                    )
+                )  # fmt: skip
             break
-        retry: list[int] = []
-        for i, result in zip(pending, results, strict=True):
-            outcome = _outcome_from_result(keys[i], result, attempt, api.layout.operation)
-            if outcome.retryable and attempt < policy.max_attempts:
-                retry.append(i)
-            else:
-                outcomes[i] = outcome
-        pending = retry
-        if pending:
-            time.sleep(policy.delay(attempt))
-    return [outcomes[i] for i in range(len(records))]
+        outcomes = outcomes_of_results(pending_keys, results, attempt, api.layout.operation)
+        retry = (
+            [i for i, again in enumerate(outcomes.retryable) if again]
+            if attempt < policy.max_attempts
+            else []
+        )
+        if not retry:
+            settled.append(outcomes)
+            break
+        again = set(retry)
+        settled.append(outcomes.take([i for i in range(len(pending)) if i not in again]))
+        pending = [pending[i] for i in retry]
+        time.sleep(policy.delay(attempt))
+    return settled[0] if len(settled) == 1 else Outcomes.concat(settled)
 
 
 class CompositeSender:
@@ -227,7 +220,7 @@ class CompositeSender:
         *,
         concurrency: int,
         policy: RetryPolicy,
-        on_outcomes: Callable[[list[RecordOutcome]], None],
+        on_outcomes: Callable[[Outcomes], None],
         stop: StopSignal | None = None,
     ) -> None:
         self.session = session
@@ -239,24 +232,28 @@ class CompositeSender:
 
     def _chunks(
         self, batches: Iterable[pa.RecordBatch]
-    ) -> Iterator[tuple[PayloadLayout, list[dict[str, Any]], list[str]]]:
+    ) -> Iterator[tuple[PayloadLayout, list[str], list[Any]]]:
         """Full 200-record chunks across batch boundaries; pre-rejected rows reported here."""
-        records: list[dict[str, Any]] = []
-        keys: list[str] = []
-        layout: PayloadLayout | None = None
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            if layout is None:
-                layout = self.layout_for(batch.schema)
-            batch = self._drop_missing_identity(layout, batch)
-            records.extend(records_from_batch(layout, batch))
-            keys.extend(batch.column(KEY_COLUMN).to_pylist())
-            while len(records) >= CHUNK_SIZE:
-                yield layout, records[:CHUNK_SIZE], keys[:CHUNK_SIZE]
-                del records[:CHUNK_SIZE], keys[:CHUNK_SIZE]
-        if records and layout is not None:
-            yield layout, records, keys
+        records: list[str] = []
+        keys: list[Any] = []
+        encoder: RecordEncoder | None = None
+        try:
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                if encoder is None:
+                    encoder = RecordEncoder(self.layout_for(batch.schema))
+                batch = self._drop_missing_identity(encoder.layout, batch)
+                records.extend(encoder.encode(batch))
+                keys.extend(batch.column(KEY_COLUMN).to_pylist())
+                while len(records) >= CHUNK_SIZE:
+                    yield encoder.layout, records[:CHUNK_SIZE], keys[:CHUNK_SIZE]
+                    del records[:CHUNK_SIZE], keys[:CHUNK_SIZE]
+            if records and encoder is not None:
+                yield encoder.layout, records, keys
+        finally:
+            if encoder is not None:
+                encoder.close()
 
     def _drop_missing_identity(
         self, layout: PayloadLayout, batch: pa.RecordBatch
@@ -266,11 +263,11 @@ class CompositeSender:
             return batch
         code, message = layout.missing_identity_message()
         rejected = batch.filter(mask).column(KEY_COLUMN).to_pylist()
-        self.on_outcomes([RecordOutcome(k, False, None, None, code, message) for k in rejected])
+        self.on_outcomes(Outcomes.failed(rejected, code, message, retryable=False, attempts=1))
         return batch.filter(pc.invert(mask))
 
     def run(self, batches: Iterable[pa.RecordBatch]) -> None:
-        in_flight: dict[Future[list[RecordOutcome]], list[str]] = {}
+        in_flight: dict[Future[Outcomes], list[Any]] = {}
         first_error: SalesforceError | None = None
         apis: dict[int, CollectionsApi] = {}
 
@@ -315,11 +312,6 @@ class CompositeSender:
         if first_error is not None:
             raise first_error
 
-    def _not_sent(self, keys: list[str]) -> list[RecordOutcome]:
+    def _not_sent(self, keys: list[Any]) -> Outcomes:
         message = f"not sent: {self.stop.reason or 'the run stopped'}"
-        return [
-            RecordOutcome(
-                k, False, None, None, API_BUDGET_REACHED, message, retryable=True, attempts=0
-            )
-            for k in keys
-        ]
+        return Outcomes.failed(keys, API_BUDGET_REACHED, message, retryable=True, attempts=0)
