@@ -192,8 +192,8 @@ class SyncRun:
             full_resync=full_resync,
         )
         self._plan: Plan | None = None
-        self._uncommitted: list[pa.Table] = []
-        self._uncommitted_rows = 0
+        self._unsettled: list[Outcomes] = []
+        self._unsettled_rows = 0
         self._last_commit = time.monotonic()
         self._api_calls_at_start = self.client.api_calls
 
@@ -395,7 +395,7 @@ class SyncRun:
             nonlocal done
             done += len(outcomes)
             self.progress("send", done, total)
-            self._reconcile(outcomes, in_flight, sink)
+            self._settle(outcomes, in_flight, sink)
 
         request = SendRequest(
             object=self.spec.object,
@@ -409,14 +409,54 @@ class SyncRun:
             report = self.client.send(request, keyed(), on_outcomes)
         finally:
             # Whatever happened, rows Salesforce confirmed are recorded before we leave.
-            self._buffer_commit([], force=True)
+            self._settle(None, in_flight, sink, force=True)
         self.summary.bulk_job_ids.extend(report.bulk_job_ids)
         if report.stopped_reason and not self.summary.stopped_reason:
             self.summary.stopped_reason = report.stopped_reason
         return report
 
-    def _reconcile(self, outcomes: Outcomes, in_flight: _InFlight, sink: RejectSink) -> None:
-        """Count the outcomes, record rejects, and commit the confirmed rows to state."""
+    def _settle(
+        self,
+        outcomes: Outcomes | None,
+        in_flight: _InFlight,
+        sink: RejectSink,
+        *,
+        force: bool = False,
+    ) -> None:
+        """Reconcile outcomes and commit the confirmed rows to state, a few calls at a time.
+
+        Per 200-record call, a durable Parquet write and the Arrow work of matching outcomes
+        to rows cost more CPU than sending the call. Idempotent operations are settled
+        every `commit_rows` rows or COMMIT_SECONDS, so a killed run re-sends at most that
+        much (upsert and update make that harmless); insert, which Salesforce cannot
+        deduplicate, is settled after every call.
+        """
+        if outcomes is not None and len(outcomes):
+            self._unsettled.append(outcomes)
+            self._unsettled_rows += len(outcomes)
+        due = (
+            force
+            or self.spec.write_operation == "insert"
+            or self._unsettled_rows >= self.settings.commit_rows
+            or time.monotonic() - self._last_commit >= COMMIT_SECONDS
+        )
+        if not due or not self._unsettled:
+            return
+        settled = (
+            self._unsettled[0] if len(self._unsettled) == 1 else Outcomes.concat(self._unsettled)
+        )
+        self._unsettled, self._unsettled_rows = [], 0
+        commits = self._reconcile(settled, in_flight, sink)
+        if commits:
+            kill_point("after_send_before_commit")  # test hook
+            self.state.commit(pa.concat_tables(commits))
+            kill_point("after_commit")  # test hook
+        self._last_commit = time.monotonic()
+
+    def _reconcile(
+        self, outcomes: Outcomes, in_flight: _InFlight, sink: RejectSink
+    ) -> list[pa.Table]:
+        """Count the outcomes, record rejects; the state rows to commit."""
         rows = in_flight.rows(outcomes)
         accepted = outcomes.success_mask()
         # Retryable: not the row's fault (retries exhausted, job failed, budget reached);
@@ -445,33 +485,7 @@ class SyncRun:
                 ids = taken.column("__sf_id") if "__sf_id" in batch.schema.names else None
                 commits.append(_state_rows(taken, ids, "rejected"))
             in_flight.settle(number, int(np.count_nonzero(mine)))
-        if commits:
-            self._buffer_commit(commits)
-
-    def _buffer_commit(self, tables: list[pa.Table], *, force: bool = False) -> None:
-        """Commit confirmed rows to state, a few calls' worth at a time.
-
-        One durable Parquet write per 200-record call cost more CPU than sending the call.
-        Idempotent operations commit every `commit_rows` rows or COMMIT_SECONDS, so
-        a killed run re-sends at most that much (upsert and update make that harmless);
-        insert, which Salesforce cannot deduplicate, still commits every call.
-        """
-        self._uncommitted.extend(tables)
-        self._uncommitted_rows += sum(t.num_rows for t in tables)
-        due = (
-            force
-            or self.spec.write_operation == "insert"
-            or self._uncommitted_rows >= self.settings.commit_rows
-            or time.monotonic() - self._last_commit >= COMMIT_SECONDS
-        )
-        if not due or not self._uncommitted:
-            return
-        kill_point("after_send_before_commit")  # test hook
-        self.state.commit(pa.concat_tables(self._uncommitted))
-        kill_point("after_commit")  # test hook
-        self._uncommitted.clear()
-        self._uncommitted_rows = 0
-        self._last_commit = time.monotonic()
+        return commits
 
     def _reject(
         self, sink: RejectSink, batch: pa.RecordBatch, row: int, outcome: RecordOutcome

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import jwt
 import requests
+import urllib3
 from pydantic import BaseModel, ConfigDict, SecretStr
 from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce as _SimpleSalesforce
@@ -39,6 +40,7 @@ from sf_activation.salesforce.errors import (
     error_from_response,
     redact,
 )
+from sf_activation.salesforce.http import ApiHttp, ApiResponse
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,10 @@ def _trust_bundle(ca_bundle: Path) -> str:
 
 
 class SalesforceSession:
-    """A thread-safe, pooled `requests.Session` with the bearer token of one org.
+    """A thread-safe, pooled HTTP session with the bearer token of one org.
+
+    API calls go through `ApiHttp` (urllib3); token requests through a `requests.Session`
+    (`http`), which simple-salesforce's login flows take.
 
     `request()` re-authenticates and repeats once on 401 INVALID_SESSION_ID, counts API
     calls, reads `Sforce-Limit-Info`, and raises the typed errors of `errors.py`.
@@ -118,6 +123,7 @@ class SalesforceSession:
         # (about 1 ms each); they are read once per host instead.
         self.http.trust_env = False
         self._proxies: dict[str, dict[str, str]] = {}
+        self.api_http = ApiHttp(verify=self.verify, timeout=timeout, pool_size=pool_size)
         self._lock = threading.Lock()
         self._token: str | None = None
         self._token_generation = 0
@@ -184,7 +190,7 @@ class SalesforceSession:
                 error_code="API_BUDGET_REACHED",
             )
 
-    def _record_usage(self, response: requests.Response) -> None:
+    def _record_usage(self, response: ApiResponse) -> None:
         """Take the usage header of an answer and release its in-flight reservation."""
         header = response.headers.get("Sforce-Limit-Info")
         parsed = _SimpleSalesforce.parse_api_usage(header).get("api-usage") if header else None
@@ -385,8 +391,11 @@ class SalesforceSession:
         check_budget: bool = True,
         stream: bool = False,
         **kwargs: Any,
-    ) -> requests.Response:
-        """Send one API call; returns a 2xx response or raises a typed `SalesforceError`."""
+    ) -> ApiResponse:
+        """Send one API call; returns a 2xx response or raises a typed `SalesforceError`.
+
+        `kwargs`: `params`, `json` or `data` (bytes or a file streamed from disk), `headers`.
+        """
         if self._token is None:
             self.authenticate()
         url = self.url(path)
@@ -442,29 +451,24 @@ class SalesforceSession:
 
     def _send(
         self, method: str, url: str, headers: dict[str, str], stream: bool, kwargs: dict[str, Any]
-    ) -> requests.Response:
+    ) -> ApiResponse:
         try:
-            # verify per request: requests lets REQUESTS_CA_BUNDLE in the environment
-            # override a session's verify, which would drop SALESFORCE_CA_BUNDLE.
-            return self.http.request(
+            return self.api_http.request(
                 method,
                 url,
                 headers=headers,
-                timeout=self.timeout,
-                stream=stream,
-                verify=self.verify,
                 proxies=self._proxies_for(url),
+                stream=stream,
                 **kwargs,
             )
-        except requests.exceptions.SSLError as exc:
+        except urllib3.exceptions.SSLError:
             # Not transient: retrying cannot fix an untrusted certificate.
             raise SalesforceError(
-                f"TLS verification failed for {url.split('?', 1)[0]} "
-                f"({type(exc).__name__}); if the org sits behind a private CA, set "
-                "SALESFORCE_CA_BUNDLE",
+                f"TLS verification failed for {url.split('?', 1)[0]}; if the org sits "
+                "behind a private CA, set SALESFORCE_CA_BUNDLE",
                 url=url,
             ) from None
-        except requests.RequestException as exc:
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             # The exception text can include the URL but never headers; still redact.
             raise TransientError(
                 self.redact(f"{method} {url.split('?', 1)[0]} failed: {type(exc).__name__}"),
@@ -480,3 +484,4 @@ class SalesforceSession:
 
     def close(self) -> None:
         self.http.close()
+        self.api_http.close()

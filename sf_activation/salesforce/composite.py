@@ -100,23 +100,22 @@ def _outcome_from_result(
 
 
 def _created(result: dict[str, Any], operation: str) -> bool | None:
-    created = result.get("created")
-    if created is None and operation != "upsert":
-        return operation == "insert"  # only upsert can answer either way
-    return created
+    if operation == "upsert":  # only upsert can answer either way
+        return result.get("created")
+    return operation == "insert"
 
 
 def outcomes_of_results(
     keys: list[Any], results: list[dict[str, Any]], attempts: int, operation: str
 ) -> Outcomes:
     """Outcomes of one call's positional results; no object per record when all succeeded."""
-    if all(r.get("success") for r in results):
-        return Outcomes.succeeded(
-            keys,
-            [r.get("id") for r in results],
-            [_created(r, operation) for r in results],
-            attempts,
-        )
+    # List comprehensions, not a function per record: this runs for every record sent.
+    if all([r.get("success") for r in results]):
+        if operation == "upsert":
+            created = [r.get("created") for r in results]
+        else:
+            created = [operation == "insert"] * len(results)
+        return Outcomes.succeeded(keys, [r.get("id") for r in results], created, attempts)
     return Outcomes.of(
         _outcome_from_result(key, result, attempts, operation)
         for key, result in zip(keys, results, strict=True)
