@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from pathlib import Path
@@ -21,6 +22,7 @@ from sf_activation.salesforce import (
     SendRequest,
 )
 from sf_activation_tests.support.emulator import start_emulator
+from sf_activation_tests.support.proxy import connect_proxy
 from sf_activation_tests.support.salesforce_fixtures import client_settings, fast_client
 
 
@@ -170,6 +172,22 @@ def test_the_private_ca_bundle_is_what_makes_tls_work(emulator):
     untrusted = client_settings(emulator, ca_bundle=None)
     with pytest.raises(SalesforceError, match="SALESFORCE_CA_BUNDLE"):
         SalesforceClient.from_settings(untrusted).describe("Account")
+
+
+@pytest.mark.parametrize("transport", ["composite", "bulk"])
+def test_api_calls_go_through_the_https_proxy_of_the_environment(emulator, monkeypatch, transport):
+    host_port = emulator.instance_url.split("//", 1)[1]
+    with connect_proxy() as (proxy, seen), monkeypatch.context() as env:
+        env.setenv("HTTPS_PROXY", f"http://sync%40corp:p%3Ass@{proxy}")
+        env.setenv("NO_PROXY", "")
+        env.delenv("no_proxy", raising=False)
+        env.delenv("https_proxy", raising=False)
+        outcomes = upsert(fast_client(emulator), 450, transport)
+    assert all(o.success for o in outcomes) and len(emulator.records("Account")) == 450
+    # Every connection to the org was tunnelled, with the proxy credentials of the URL:
+    # the token request's and the API calls' (two HTTP stacks, so at least two tunnels).
+    assert len(seen.tunnels) >= 2 and set(seen.tunnels) == {host_port}
+    assert set(seen.authorizations) == {"Basic " + base64.b64encode(b"sync@corp:p:ss").decode()}
 
 
 def test_the_api_version_setting_is_used(emulator):

@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import certifi
 import urllib3
@@ -101,9 +101,7 @@ class ApiHttp:
         with self._lock:
             manager = self._via_proxy.get(proxy)
             if manager is None:
-                manager = self._via_proxy[proxy] = urllib3.ProxyManager(
-                    proxy, num_pools=4, **self._options
-                )
+                manager = self._via_proxy[proxy] = _proxy_manager(proxy, self._options)
         return manager
 
     def request(
@@ -144,6 +142,17 @@ class ApiHttp:
         self._direct.clear()
         for manager in self._via_proxy.values():
             manager.clear()
+
+
+def _proxy_manager(proxy: str, options: dict[str, Any]) -> urllib3.ProxyManager:
+    """A pool manager through `proxy`; credentials in its URL become Proxy-Authorization,
+    as requests does (urllib3 would otherwise send none)."""
+    parsed = urllib3.util.parse_url(proxy)
+    headers = None
+    if parsed.auth:
+        headers = urllib3.make_headers(proxy_basic_auth=unquote(parsed.auth))
+        proxy = parsed._replace(auth=None).url
+    return urllib3.ProxyManager(proxy, num_pools=4, proxy_headers=headers, **options)
 
 
 def _remaining_length(stream: Any) -> int:
