@@ -64,6 +64,7 @@ FOLDED_KEY = b"sf_activation.folded_through"
 # cheaply: no dictionaries (keys, hashes and payloads are all distinct) and lz4, which
 # cost about half of zstd's CPU for these columns.
 SNAPSHOT_WRITE_OPTIONS: dict[str, Any] = {"compression": "zstd"}
+COMPACT_BATCH_ROWS = 100_000  # rows per batch (and row group) when folding into a snapshot
 COMMIT_WRITE_OPTIONS: dict[str, Any] = {"compression": "lz4", "use_dictionary": False}
 
 _SAFE_ID_RE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -105,6 +106,26 @@ def _boto3_s3():
     import boto3
 
     return boto3.client("s3")
+
+
+def _write_parquet(
+    path: Path,
+    data: pa.Table | pa.RecordBatchReader,
+    metadata: dict | None,
+    options: dict[str, Any],
+) -> int:
+    if isinstance(data, pa.Table):
+        if metadata:
+            data = data.replace_schema_metadata({**(data.schema.metadata or {}), **metadata})
+        pq.write_table(data, path, **options)
+        return data.num_rows
+    schema = STATE_SCHEMA.with_metadata(metadata or {})
+    rows = 0
+    with pq.ParquetWriter(path, schema, **options) as writer:
+        for batch in data:
+            writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+            rows += batch.num_rows
+    return rows
 
 
 def _fsync_dir(path: Path) -> None:
@@ -234,36 +255,37 @@ class StateStore:
     def _write_atomic(
         self,
         rel: str,
-        table: pa.Table,
+        data: pa.Table | pa.RecordBatchReader,
         metadata: dict | None = None,
         *,
         write_options: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> int:
+        """Write `data` (a table, or a stream of state batches) as one Parquet object that
+        appears only once complete. Returns the rows written."""
         options = write_options or SNAPSHOT_WRITE_OPTIONS
-        if metadata:
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
         if not self.is_s3:
             assert self._local_root is not None
             target = self._local_root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
             try:
-                pq.write_table(table, tmp, **options)
+                rows = _write_parquet(tmp, data, metadata, options)
                 with open(tmp, "rb+") as fh:
                     os.fsync(fh.fileno())
                 os.replace(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
             _fsync_dir(target.parent)
-            return
+            return rows
         # S3: write locally, then one upload; the object exists only once complete.
         with tempfile.TemporaryDirectory(prefix="sfa-state-") as tmpdir:
             tmp = Path(tmpdir) / "part.parquet"
-            pq.write_table(table, tmp, **options)
+            rows = _write_parquet(tmp, data, metadata, options)
             try:
                 self._client().upload_file(str(tmp), self._bucket, f"{self._key_prefix}/{rel}")
             except Exception as exc:  # botocore raises many types; all mean "not written"
                 raise StateError(f"cannot write {self.url}/{rel}: {exc}") from exc
+        return rows
 
     def commit(self, rows: pa.Table) -> str:
         """Record one confirmed batch; durable before it returns. Returns the file name."""
@@ -362,13 +384,15 @@ class StateStore:
             with _duckdb(work_dir, memory_limit) as con:
                 sql = fold_sql(snap, commits, list(STATE_COLUMNS), include_deleted=False)
                 assert sql is not None
-                table = con.sql(sql).to_arrow_table().cast(STATE_SCHEMA)
-            self._write_atomic(SNAPSHOT_NAME, table, {FOLDED_KEY: names[-1].encode()})
+                # Streamed batch by batch into the new snapshot: a million-row state with
+                # payloads is hundreds of MB as one Arrow table.
+                reader = con.sql(sql).to_arrow_reader(COMPACT_BATCH_ROWS)
+                kept = self._write_atomic(SNAPSHOT_NAME, reader, {FOLDED_KEY: names[-1].encode()})
         kill_point("state_compact")  # test hook: snapshot written, commits not yet removed
         # Everything up to the folded mark goes, including files an earlier compaction
         # was killed before removing.
         self._delete([f"{COMMITS_DIR}/{c}" for c in self.commit_files() if c <= names[-1]])
-        return table.num_rows
+        return kept
 
     def _delete(self, rels: list[str]) -> None:
         if not rels:

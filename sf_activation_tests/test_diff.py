@@ -202,6 +202,24 @@ def test_batches_are_full(tmp_path: Path, work: Path) -> None:
     assert sizes == [20, 20, 20, 10]
 
 
+def test_rows_to_send_come_in_source_order_across_read_ranges(
+    tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rows are read a range of the source at a time; shrink the range so a small plan
+    # spans many, with ranges holding nothing to send, some invalid rows and unchanged ones.
+    monkeypatch.setattr("sf_activation.diff.SEND_RANGE_ROWS", 4)
+    store = StateStore(str(tmp_path / "state"), "m")
+    with plan_changes([batch([f"u{i:02d}" for i in range(10)])], store, work_dir=work) as plan:
+        commit_all_sent(plan, store)
+    pks = [f"u{i:02d}" for i in range(10)] + [f"n{i:02d}" for i in range(13)]
+    errors = [None] * 23
+    errors[12] = errors[17] = "INVALID"
+    source = [batch(pks[:9], errors=errors[:9]), batch(pks[9:], errors=errors[9:])]
+    with plan_changes(source, store, work_dir=work) as plan:
+        sent = col(plan.iter_to_send(batch_rows=5), "__pk")
+    assert sent == [p for p, e in zip(pks, errors, strict=True) if p[0] == "n" and e is None]
+
+
 def test_state_table_and_store_agree(tmp_path: Path, work: Path) -> None:
     store = StateStore(str(tmp_path / "state"), "m")
     with plan_changes([batch(["a", "b", "c"])], store, work_dir=work) as p:
