@@ -30,6 +30,8 @@ from sf_activation.salesforce.client import SalesforceClient
 from sf_activation.salesforce.coerce import coerce_batch, output_schema
 from sf_activation.salesforce.describe import validate_mapping
 from sf_activation.salesforce.outcomes import (
+    FIELDS_JSON_COLUMN,
+    KEY_COLUMN,
     Outcomes,
     RecordOutcome,
     SendReport,
@@ -192,6 +194,7 @@ class SyncRun:
             full_resync=full_resync,
         )
         self._plan: Plan | None = None
+        self._plan_fields: list[str] = []
         self._unsettled: list[Outcomes] = []
         self._unsettled_rows = 0
         self._last_commit = time.monotonic()
@@ -353,6 +356,7 @@ class SyncRun:
     # The send path is shared by every operation; only the request and the rows differ.
     def _send_changes(self, plan: Plan, sink: RejectSink) -> None:
         spec = self.spec
+        self._plan_fields = plan.fields
         lookups = [f for f in spec.fields.values() if "." in f]
         batches: Iterable[pa.RecordBatch] = plan.iter_to_send(SEND_BATCH_ROWS, group_by=lookups)
         operation = spec.write_operation
@@ -381,6 +385,7 @@ class SyncRun:
         in_flight = _InFlight()
         counter = iter(range(1 << 62))
         total = self.summary.added + self.summary.changed + self.summary.pending
+        plan_fields = self._plan_fields
         done = 0
 
         def keyed() -> Iterator[pa.RecordBatch]:
@@ -389,7 +394,7 @@ class SyncRun:
                     continue
                 keys = in_flight.keyed(next(counter), batch)
                 kill_point("before_send")  # test hook
-                yield batch.select(_field_columns(batch)).append_column("__key", keys)
+                yield self._for_client(batch, keys, plan_fields)
 
         def on_outcomes(outcomes: Outcomes) -> None:
             nonlocal done
@@ -414,6 +419,17 @@ class SyncRun:
         if report.stopped_reason and not self.summary.stopped_reason:
             self.summary.stopped_reason = report.stopped_reason
         return report
+
+    def _for_client(
+        self, batch: pa.RecordBatch, keys: pa.Array, plan_fields: list[str]
+    ) -> pa.RecordBatch:
+        """The field columns and keys; with Composite, also the canonical payload when it
+        holds exactly these fields (not when an Id was added), which saves encoding them."""
+        fields = _field_columns(batch)
+        out = batch.select(fields).append_column(KEY_COLUMN, keys)
+        if self.summary.transport == "composite" and fields == plan_fields:
+            out = out.append_column(FIELDS_JSON_COLUMN, batch.column("__payload"))
+        return out
 
     def _settle(
         self,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 
+import duckdb
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
 
+from sf_activation.diff import payload_sql
 from sf_activation.salesforce.bulk import (
     csv_cells,
     csv_header,
@@ -28,7 +30,7 @@ from sf_activation.salesforce.errors import (
     is_retryable_record_error,
     redact,
 )
-from sf_activation.salesforce.outcomes import SendRequest, choose_transport
+from sf_activation.salesforce.outcomes import FIELDS_JSON_COLUMN, SendRequest, choose_transport
 from sf_activation.salesforce.payload import PayloadLayout
 from sf_activation.salesforce.record_json import RecordEncoder, collection_body
 from sf_activation_tests.support.salesforce_fixtures import account_describe, widget_describe
@@ -220,6 +222,33 @@ def test_composite_records_are_valid_json_for_awkward_values():
     # JSON has no NaN or Infinity: they go as null (coercion rejects them before this).
     assert [r["Amount__c"] for r in records] == [None, None, -0.0, 1e20, None]
     assert [r["Count__c"] for r in records] == [2**53, -1, 0, None, 7]
+
+
+@pytest.mark.parametrize("nulls", ["clear", "keep"])
+def test_composite_records_from_the_canonical_payload_equal_the_encoded_columns(nulls):
+    # The sync hands its canonical payload (diff.payload_sql) along; with nothing to nest
+    # or omit it is sent as is, and must say exactly what encoding the columns says.
+    cleared, full = layout(nulls)
+    batch = full.drop_columns(["Account__r.External_Id__c"])
+    fields = [n for n in batch.schema.names if not n.startswith("__")]
+    con = duckdb.connect()
+    con.register("b", pa.Table.from_batches([batch]))
+    payload = con.sql(f"SELECT {payload_sql(fields)} FROM b").to_arrow_table().column(0)
+    request = SendRequest(object="Widget__c", operation="upsert", external_id="Ext__c", nulls=nulls)
+    plain = PayloadLayout.build(request, WIDGET, batch.schema)
+    with_json = batch.append_column(FIELDS_JSON_COLUMN, payload.combine_chunks())
+    assert records_of(plain, with_json) == records_of(plain, batch)
+    with RecordEncoder(plain) as encoder:
+        first = encoder.encode(with_json)[0]
+    if nulls == "clear":  # the payload's text itself went out (its keys are sorted)
+        assert first == '{"attributes":{"type":"Widget__c"},' + payload[0].as_py()[1:]
+        assert records_of(plain, with_json)[1]["Name"] is None
+    else:  # `keep` omits nulls, which the payload holds: the columns were encoded
+        assert first.startswith('{"attributes":{"type":"Widget__c"},"Ext__c":"w1"')
+    # With a lookup to nest, the payload (which holds it flat) is not used.
+    lookup_json = full.append_column(FIELDS_JSON_COLUMN, pa.array(["{}", "{}", "{}"]))
+    lookup_layout = PayloadLayout.build(request, WIDGET, full.schema)
+    assert records_of(lookup_layout, lookup_json) == records_of(lookup_layout, full)
 
 
 def test_composite_delete_sends_ids():

@@ -18,6 +18,10 @@ Operation = Literal["insert", "update", "upsert", "delete"]
 Transport = Literal["composite", "bulk"]
 
 KEY_COLUMN = "__key"
+# Optional: each record's fields as one JSON object text, nulls as JSON null (the sync's
+# canonical payload). Composite sends it as is when the layout is plain (`nulls: clear`,
+# no lookups) instead of encoding the columns again.
+FIELDS_JSON_COLUMN = "__fields_json"
 
 # Outcome codes the client itself assigns (Salesforce's codes are used where they exist).
 API_BUDGET_REACHED = "API_BUDGET_REACHED"

@@ -15,7 +15,9 @@ import json
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from sf_activation.salesforce.outcomes import FIELDS_JSON_COLUMN
 from sf_activation.salesforce.payload import PayloadLayout
 
 
@@ -30,6 +32,11 @@ def _text(value: str) -> str:
 def _member(name: str) -> str:
     """`,"Name":` as a SQL string literal (JSON-escaped name)."""
     return _text("," + json.dumps(name, ensure_ascii=False) + ":")
+
+
+def _attributes(object_name: str) -> str:
+    """`{"attributes":{"type":"Account"}`: a record's opening, left open for its fields."""
+    return json.dumps({"attributes": {"type": object_name}}, separators=(",", ":"))[:-1]
 
 
 def _value_sql(column: str, arrow_type: pa.DataType) -> str:
@@ -47,7 +54,7 @@ def _value_sql(column: str, arrow_type: pa.DataType) -> str:
 
 def record_sql(layout: PayloadLayout, schema: pa.Schema, table: str) -> str:
     """One VARCHAR column: the JSON object of each row of `table`."""
-    parts = [_text(json.dumps({"attributes": {"type": layout.object}})[:-1])]
+    parts = [_text(_attributes(layout.object))]
     for name in layout.fields:
         value = _value_sql(name, schema.field(name).type)
         if layout.clear_nulls:
@@ -86,6 +93,9 @@ class RecordEncoder:
             return batch.column(self.layout.identity).to_pylist()  # type: ignore[arg-type]
         if batch.num_rows == 0:
             return []
+        ready = self._from_fields_json(batch)
+        if ready is not None:
+            return ready
         if self._schema is None or not batch.schema.equals(self._schema):
             self._sql = record_sql(self.layout, batch.schema, "batch_in")
             self._schema = batch.schema
@@ -94,6 +104,22 @@ class RecordEncoder:
             return self._con.sql(self._sql).to_arrow_table().column(0).to_pylist()
         finally:
             self._con.unregister("batch_in")
+
+    def _from_fields_json(self, batch: pa.RecordBatch) -> list[str] | None:
+        """The records from `FIELDS_JSON_COLUMN` when it says all there is to say: every
+        field, nulls to be cleared, no lookup to nest. Prefixing `attributes` is a string
+        operation in Arrow, about a tenth of encoding the columns."""
+        layout = self.layout
+        if FIELDS_JSON_COLUMN not in batch.schema.names:
+            return None
+        if not layout.clear_nulls or layout.lookups:
+            return None
+        texts = batch.column(FIELDS_JSON_COLUMN)
+        if texts.null_count or pc.any(pc.equal(texts, "{}")).as_py():
+            return None  # nothing after `attributes`: encode the columns instead
+        attributes = _attributes(layout.object)
+        records = pc.binary_join_element_wise(attributes, pc.utf8_slice_codeunits(texts, 1), ",")
+        return records.to_pylist()
 
     def close(self) -> None:
         self._con.close()
