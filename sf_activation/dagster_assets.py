@@ -19,7 +19,8 @@ import dagster as dg
 from sf_activation.dagster_resources import SalesforceResource, SyncSettingsResource, build_settings
 from sf_activation.models import ModelSpec
 from sf_activation.rejects import mask_redacted
-from sf_activation.sync import SyncSummary, plan_sync, run_sync
+from sf_activation.summary import SyncSummary
+from sf_activation.sync import plan_sync, run_sync
 
 GROUP_NAME = "sf_activation"
 CHECK_NAME = "rejected_rows"

@@ -14,7 +14,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pyarrow.compute as pc
 
 from sf_activation.config import Settings
 from sf_activation.diff import Plan, check_delete_rate, plan_changes
+from sf_activation.in_flight import InFlight
 from sf_activation.models import ModelSpec, check_columns
 from sf_activation.rejects import RejectSink, mask_redacted
 from sf_activation.salesforce.client import SalesforceClient
@@ -39,6 +39,7 @@ from sf_activation.salesforce.outcomes import (
     choose_transport,
 )
 from sf_activation.state import StateStore
+from sf_activation.summary import SyncSummary
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 from sf_activation.warehouse import Warehouse
 
@@ -65,91 +66,6 @@ class AccountingError(RuntimeError):
 def new_run_id() -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
-
-
-@dataclass
-class SyncSummary:
-    model: str
-    object: str
-    operation: str
-    run_id: str
-    transport: str
-    dry_run: bool = False
-    full_resync: bool = False
-    rows: int = 0
-    invalid: int = 0
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    pending: int = 0
-    sent: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    rejected: int = 0
-    retried: int = 0
-    deleted: int = 0
-    delete_failed: int = 0  # mirror deletes Salesforce refused (in the reject file)
-    api_calls: int = 0
-    rejects_url: str | None = None
-    duration_s: float = 0.0
-    # CPU seconds of this process (all threads) spent sending: serialise, send, reconcile,
-    # commit — what the benchmarks divide by rows sent.
-    send_cpu_s: float = 0.0
-    send_s: float = 0.0  # wall time of the send phase (duration_s includes the plan)
-    bulk_job_ids: list[str] = field(default_factory=list)
-    reject_codes: dict[str, int] = field(default_factory=dict)
-    reject_sample: list[dict[str, Any]] = field(default_factory=list)
-    sample_changes: list[dict[str, Any]] = field(default_factory=list)
-    stopped_reason: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class _InFlight:
-    """Batches handed to the client, kept until every row has its outcome.
-
-    A row's key is its batch number in the high 32 bits and its row in the low ones, so
-    outcomes find their rows with integer arithmetic over arrays.
-    """
-
-    batches: dict[int, pa.RecordBatch] = field(default_factory=dict)
-    remaining: dict[int, int] = field(default_factory=dict)
-
-    def add(self, number: int, batch: pa.RecordBatch) -> None:
-        self.batches[number] = batch
-        self.remaining[number] = batch.num_rows
-
-    def settle(self, number: int, count: int) -> None:
-        self.remaining[number] -= count
-        if self.remaining[number] <= 0:
-            del self.remaining[number]
-            del self.batches[number]
-
-    def keyed(self, number: int, batch: pa.RecordBatch) -> pa.Array:
-        """Register `batch` and return the keys of its rows."""
-        self.add(number, batch)
-        return pa.array(np.arange(batch.num_rows, dtype=np.int64) + (number << _ROW_BITS))
-
-    def by_batch(self, outcomes: Outcomes) -> Iterator[tuple[int, pa.RecordBatch, np.ndarray]]:
-        """(batch number, batch, mask of the outcomes that are its rows) for each batch
-        the outcomes touch; `rows(outcomes)` are the row numbers within it."""
-        numbers = self.numbers(outcomes)
-        for number in np.unique(numbers).tolist():
-            yield number, self.batches[number], numbers == number
-
-    @staticmethod
-    def numbers(outcomes: Outcomes) -> np.ndarray:
-        return np.asarray(outcomes.keys, dtype=np.int64) >> _ROW_BITS
-
-    @staticmethod
-    def rows(outcomes: Outcomes) -> np.ndarray:
-        return np.asarray(outcomes.keys, dtype=np.int64) & ((1 << _ROW_BITS) - 1)
-
-
-_ROW_BITS = 32
 
 
 def _field_columns(batch: pa.RecordBatch) -> list[str]:
@@ -382,7 +298,7 @@ class SyncRun:
         *,
         external_id: str | None,
     ) -> SendReport | None:
-        in_flight = _InFlight()
+        in_flight = InFlight()
         counter = iter(range(1 << 62))
         total = self.summary.added + self.summary.changed + self.summary.pending
         plan_fields = self._plan_fields
@@ -434,7 +350,7 @@ class SyncRun:
     def _settle(
         self,
         outcomes: Outcomes | None,
-        in_flight: _InFlight,
+        in_flight: InFlight,
         sink: RejectSink,
         *,
         force: bool = False,
@@ -470,7 +386,7 @@ class SyncRun:
         self._last_commit = time.monotonic()
 
     def _reconcile(
-        self, outcomes: Outcomes, in_flight: _InFlight, sink: RejectSink
+        self, outcomes: Outcomes, in_flight: InFlight, sink: RejectSink
     ) -> list[pa.Table]:
         """Count the outcomes, record rejects; the state rows to commit."""
         rows = in_flight.rows(outcomes)
@@ -522,7 +438,7 @@ class SyncRun:
 
     def _delete_removed(self, plan: Plan, sink: RejectSink) -> None:
         """Mirror: delete the records whose rows left the model, by their recorded Id."""
-        in_flight = _InFlight()
+        in_flight = InFlight()
         counter = iter(range(1 << 62))
 
         def keyed() -> Iterator[pa.RecordBatch]:

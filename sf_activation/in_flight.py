@@ -1,0 +1,55 @@
+"""Batches handed to the Salesforce client, kept until each of their rows has an outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from sf_activation.salesforce.outcomes import Outcomes
+
+_ROW_BITS = 32  # a key is batch number << 32 | row; batches are far smaller than 2**32 rows
+
+
+@dataclass
+class InFlight:
+    """Batches handed to the client, kept until every row has its outcome.
+
+    A row's key is its batch number in the high 32 bits and its row in the low ones, so
+    outcomes find their rows with integer arithmetic over arrays.
+    """
+
+    batches: dict[int, pa.RecordBatch] = field(default_factory=dict)
+    remaining: dict[int, int] = field(default_factory=dict)
+
+    def add(self, number: int, batch: pa.RecordBatch) -> None:
+        self.batches[number] = batch
+        self.remaining[number] = batch.num_rows
+
+    def settle(self, number: int, count: int) -> None:
+        self.remaining[number] -= count
+        if self.remaining[number] <= 0:
+            del self.remaining[number]
+            del self.batches[number]
+
+    def keyed(self, number: int, batch: pa.RecordBatch) -> pa.Array:
+        """Register `batch` and return the keys of its rows."""
+        self.add(number, batch)
+        return pa.array(np.arange(batch.num_rows, dtype=np.int64) + (number << _ROW_BITS))
+
+    def by_batch(self, outcomes: Outcomes) -> Iterator[tuple[int, pa.RecordBatch, np.ndarray]]:
+        """(batch number, batch, mask of the outcomes that are its rows) for each batch
+        the outcomes touch; `rows(outcomes)` are the row numbers within it."""
+        numbers = self.numbers(outcomes)
+        for number in np.unique(numbers).tolist():
+            yield number, self.batches[number], numbers == number
+
+    @staticmethod
+    def numbers(outcomes: Outcomes) -> np.ndarray:
+        return np.asarray(outcomes.keys, dtype=np.int64) >> _ROW_BITS
+
+    @staticmethod
+    def rows(outcomes: Outcomes) -> np.ndarray:
+        return np.asarray(outcomes.keys, dtype=np.int64) & ((1 << _ROW_BITS) - 1)

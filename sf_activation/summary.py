@@ -1,0 +1,46 @@
+"""What one sync run did: the counts, calls and samples the CLI prints and Dagster records."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class SyncSummary:
+    model: str
+    object: str
+    operation: str
+    run_id: str
+    transport: str
+    dry_run: bool = False
+    full_resync: bool = False
+    rows: int = 0
+    invalid: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    pending: int = 0
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rejected: int = 0
+    retried: int = 0
+    deleted: int = 0
+    delete_failed: int = 0  # mirror deletes Salesforce refused (in the reject file)
+    api_calls: int = 0
+    rejects_url: str | None = None
+    duration_s: float = 0.0
+    # CPU seconds of this process (all threads) spent sending: serialise, send, reconcile,
+    # commit — what the benchmarks divide by rows sent.
+    send_cpu_s: float = 0.0
+    send_s: float = 0.0  # wall time of the send phase (duration_s includes the plan)
+    bulk_job_ids: list[str] = field(default_factory=list)
+    reject_codes: dict[str, int] = field(default_factory=dict)
+    reject_sample: list[dict[str, Any]] = field(default_factory=list)
+    sample_changes: list[dict[str, Any]] = field(default_factory=list)
+    stopped_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
