@@ -64,8 +64,8 @@ FOLDED_KEY = b"sf_activation.folded_through"
 # cheaply: no dictionaries (keys, hashes and payloads are all distinct) and lz4, which
 # cost about half of zstd's CPU for these columns.
 SNAPSHOT_WRITE_OPTIONS: dict[str, Any] = {"compression": "zstd"}
-COMPACT_BATCH_ROWS = 100_000  # rows per batch (and row group) when folding into a snapshot
 COMMIT_WRITE_OPTIONS: dict[str, Any] = {"compression": "lz4", "use_dictionary": False}
+COMPACT_BATCH_ROWS = 100_000  # rows per batch (and row group) when folding into a snapshot
 
 _SAFE_ID_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 _MODEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")  # as models.MODEL_NAME_RE
