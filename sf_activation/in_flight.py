@@ -39,17 +39,14 @@ class InFlight:
         self.add(number, batch)
         return pa.array(np.arange(batch.num_rows, dtype=np.int64) + (number << _ROW_BITS))
 
-    def by_batch(self, outcomes: Outcomes) -> Iterator[tuple[int, pa.RecordBatch, np.ndarray]]:
+    @staticmethod
+    def locate(outcomes: Outcomes) -> tuple[np.ndarray, np.ndarray]:
+        """The batch number and the row within it of each outcome."""
+        keys = np.asarray(outcomes.keys, dtype=np.int64)
+        return keys >> _ROW_BITS, keys & ((1 << _ROW_BITS) - 1)
+
+    def by_batch(self, numbers: np.ndarray) -> Iterator[tuple[int, pa.RecordBatch, np.ndarray]]:
         """(batch number, batch, mask of the outcomes that are its rows) for each batch
-        the outcomes touch; `rows(outcomes)` are the row numbers within it."""
-        numbers = self.numbers(outcomes)
+        that `numbers` (from `locate`) touch."""
         for number in np.unique(numbers).tolist():
             yield number, self.batches[number], numbers == number
-
-    @staticmethod
-    def numbers(outcomes: Outcomes) -> np.ndarray:
-        return np.asarray(outcomes.keys, dtype=np.int64) >> _ROW_BITS
-
-    @staticmethod
-    def rows(outcomes: Outcomes) -> np.ndarray:
-        return np.asarray(outcomes.keys, dtype=np.int64) & ((1 << _ROW_BITS) - 1)

@@ -374,9 +374,7 @@ class SyncRun:
         )
         if not due or not self._unsettled:
             return
-        settled = (
-            self._unsettled[0] if len(self._unsettled) == 1 else Outcomes.concat(self._unsettled)
-        )
+        settled = Outcomes.concat(self._unsettled)
         self._unsettled, self._unsettled_rows = [], 0
         commits = self._reconcile(settled, in_flight, sink)
         if commits:
@@ -389,7 +387,7 @@ class SyncRun:
         self, outcomes: Outcomes, in_flight: InFlight, sink: RejectSink
     ) -> list[pa.Table]:
         """Count the outcomes, record rejects; the state rows to commit."""
-        rows = in_flight.rows(outcomes)
+        numbers, rows = in_flight.locate(outcomes)
         accepted = outcomes.success_mask()
         # Retryable: not the row's fault (retries exhausted, job failed, budget reached);
         # it stays as it is in state and is sent again next run.
@@ -401,7 +399,7 @@ class SyncRun:
         self.summary.failed += int(np.count_nonzero(refused))
         sf_ids = pa.array(outcomes.sf_ids, pa.string())
         commits: list[pa.Table] = []
-        for number, batch, mine in in_flight.by_batch(outcomes):
+        for number, batch, mine in in_flight.by_batch(numbers):
             ok = mine & accepted
             if ok.any():
                 taken = batch.take(pa.array(rows[ok]))
@@ -451,13 +449,13 @@ class SyncRun:
                 )
 
         def on_outcomes(outcomes: Outcomes) -> None:
-            rows = in_flight.rows(outcomes)
+            numbers, rows = in_flight.locate(outcomes)
             codes = pa.array(outcomes.error_codes, pa.string())
             already = pc.fill_null(pc.is_in(codes, value_set=_ALREADY_DELETED), False)
             gone = outcomes.success_mask() | np.asarray(already)
             refused = ~gone & ~outcomes.retryable_mask()
             pks: list[pa.Array] = []
-            for number, batch, mine in in_flight.by_batch(outcomes):
+            for number, batch, mine in in_flight.by_batch(numbers):
                 if (mine & gone).any():
                     pks.append(batch.column("__pk").take(pa.array(rows[mine & gone])))
                 for i in np.flatnonzero(mine & refused).tolist():

@@ -206,7 +206,7 @@ def send_chunk(
         settled.append(outcomes.take([i for i in range(len(pending)) if i not in again]))
         pending = [pending[i] for i in retry]
         time.sleep(policy.delay(attempt))
-    return settled[0] if len(settled) == 1 else Outcomes.concat(settled)
+    return Outcomes.concat(settled)
 
 
 class CompositeSender:

@@ -124,6 +124,10 @@ class Outcomes:
 
     @classmethod
     def concat(cls, parts: Iterable[Outcomes]) -> Outcomes:
+        """The parts in one; a single part is returned as it is, not copied."""
+        parts = list(parts)
+        if len(parts) == 1:
+            return parts[0]
         out = cls.empty()
         for part in parts:
             out.extend(part)
@@ -173,12 +177,6 @@ class Outcomes:
     def retryable_mask(self) -> np.ndarray:
         """Not done, not the row's fault: failed and retryable."""
         return np.asarray(self.retryable, dtype=bool) & ~self.success_mask()
-
-    def failures(self) -> Iterator[tuple[int, RecordOutcome]]:
-        """(index, outcome) of every record that did not succeed; cheap when all did."""
-        if all(self.success):
-            return iter(())
-        return ((i, self[i]) for i, ok in enumerate(self.success) if not ok)
 
 
 @dataclass

@@ -83,9 +83,7 @@ class RecordEncoder:
         self.layout = layout
         self._sql = ""
         self._schema: pa.Schema | None = None
-        # One thread: the senders' own threads are busy with HTTP, and a per-batch query
-        # over 10,000 rows gains nothing from DuckDB's parallelism.
-        self._con = duckdb.connect(config={"threads": 1})
+        self._con: duckdb.DuckDBPyConnection | None = None  # opened when columns are encoded
 
     def encode(self, batch: pa.RecordBatch) -> list[str]:
         """Wire form of each record: its JSON text, or its Id for delete."""
@@ -99,6 +97,10 @@ class RecordEncoder:
         if self._schema is None or not batch.schema.equals(self._schema):
             self._sql = record_sql(self.layout, batch.schema, "batch_in")
             self._schema = batch.schema
+        if self._con is None:
+            # One thread: the senders' own threads are busy with HTTP, and a per-batch
+            # query over 10,000 rows gains nothing from DuckDB's parallelism.
+            self._con = duckdb.connect(config={"threads": 1})
         self._con.register("batch_in", pa.Table.from_batches([batch]))
         try:
             return self._con.sql(self._sql).to_arrow_table().column(0).to_pylist()
@@ -122,7 +124,9 @@ class RecordEncoder:
         return records.to_pylist()
 
     def close(self) -> None:
-        self._con.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
     def __enter__(self) -> RecordEncoder:
         return self
