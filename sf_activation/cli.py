@@ -130,6 +130,8 @@ SUMMARY_ORDER = (
     "retried",
     "deleted",
     "rejected",
+    "reconciled",
+    "unconfirmed",
     "api_calls",
     "transport",
     "duration_s",
@@ -147,6 +149,11 @@ def _print_summary(summary: Any, verb: str) -> None:
         print(f"  rejected by reason: {codes}")
     if data.get("rejects_url"):
         print(f"  rejects: {data['rejects_url']}")
+    if data.get("unconfirmed"):
+        print(
+            f"  unconfirmed: {data['unconfirmed']} rows whose create may have landed are held "
+            "until Salesforce tells (OUTCOME_UNKNOWN in the reject file)"
+        )
     if data.get("stopped_reason"):
         print(f"  stopped early: {data['stopped_reason']} (unsent rows stay pending)")
 
@@ -177,6 +184,11 @@ def _cmd_plan_or_sync(args: argparse.Namespace, settings: Any) -> int:
         print(json.dumps(data, default=str, ensure_ascii=False))
     else:
         _print_summary(summary, "planned" if args.command == "plan" else "synced")
+    if summary.stopped == "unreachable":
+        # Confirmed rows are saved; the rest stay pending. A scheduler must see this run
+        # did not finish its work.
+        print(f"sf-activation: error: {spec.name}: {summary.stopped_reason}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -222,9 +234,11 @@ def _cmd_rejects(args: argparse.Namespace, settings: Any) -> int:
 def _describe_error(exc: BaseException) -> tuple[str, int]:
     """One line a user understands, and the exit status, for the errors we expect."""
     from sf_activation.diff import DeleteRateExceeded
+    from sf_activation.lease import LeaseError, LeaseHeld
     from sf_activation.models import ModelError
     from sf_activation.rejects import RejectsError
     from sf_activation.salesforce.errors import MappingError, SalesforceError
+    from sf_activation.state import StateError
     from sf_activation.warehouse import WarehouseError
 
     if isinstance(exc, CommandError):
@@ -239,6 +253,10 @@ def _describe_error(exc: BaseException) -> tuple[str, int]:
         return f"warehouse: {exc}", EXIT_FAILED
     if isinstance(exc, RejectsError):
         return f"rejects: {exc}", EXIT_FAILED
+    if isinstance(exc, StateError):
+        return f"state: {exc}", EXIT_FAILED
+    if isinstance(exc, LeaseHeld | LeaseError):
+        return str(exc), EXIT_FAILED
     return f"{type(exc).__name__}: {exc}", EXIT_FAILED
 
 
@@ -254,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from sf_activation.interrupts import SyncInterrupted
+
     try:
         from sf_activation.config import Settings
 
@@ -266,10 +286,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         return handlers[args.command](args, settings)
     except KeyboardInterrupt:
+        # A second Ctrl-C: the calls in flight were waited for and committed on the way out.
         print(
-            "sf-activation: interrupted; confirmed rows are saved, rerun to resume", file=sys.stderr
+            "sf-activation: interrupted; rows Salesforce confirmed are saved, rerun to resume",
+            file=sys.stderr,
         )
         return 130
+    except SyncInterrupted as exc:
+        print(f"sf-activation: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except Exception as exc:
         if args.debug:
             raise

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 DEFAULT_WAREHOUSE_URL = "duckdb:///.sf_activation/warehouse.duckdb"
 DEFAULT_MODELS_DIR = "models"
@@ -110,6 +111,13 @@ class Settings(BaseModel):
     # Confirmed rows buffered before a durable state commit (insert always commits per call):
     # what a killed run may re-send, traded against one Parquet write per Composite call.
     commit_rows: int = 2_000
+    # The per-model lease (sf_activation/lease.py): how long a second run of a model waits
+    # for the first before refusing, and how long a dead holder's lease lasts.
+    lease_wait_s: float = Field(default=0.0, ge=0)
+    lease_ttl_s: float = Field(default=120.0, gt=0)
+    # A create whose answer was lost and that Salesforce does not hold is sent again only
+    # this long after it was sent: Salesforce ends a request within 10 minutes.
+    unknown_outcome_grace_s: float = Field(default=900.0, ge=0)
     salesforce: SalesforceSettings = SalesforceSettings()
 
     @classmethod
@@ -128,6 +136,21 @@ class Settings(BaseModel):
             dbt_target_dir=get("SF_ACTIVATION_DBT_TARGET_DIR"),
             allow_deletes=(get("SF_ACTIVATION_ALLOW_DELETES", "") or "").lower()
             in ("1", "true", "yes"),
-            commit_rows=int(get("SF_ACTIVATION_COMMIT_ROWS", "2000") or 2000),
+            commit_rows=_number(get, "SF_ACTIVATION_COMMIT_ROWS", 2000, int),
+            lease_wait_s=_number(get, "SF_ACTIVATION_LEASE_WAIT_S", 0.0, float),
+            lease_ttl_s=_number(get, "SF_ACTIVATION_LEASE_TTL_S", 120.0, float),
+            unknown_outcome_grace_s=_number(
+                get, "SF_ACTIVATION_UNKNOWN_OUTCOME_GRACE_S", 900.0, float
+            ),
             salesforce=SalesforceSettings.from_env(env),
         )
+
+
+def _number(get: Callable[..., str | None], name: str, default: float, kind: type) -> Any:
+    raw = get(name)
+    if raw is None:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number (default {default})") from None

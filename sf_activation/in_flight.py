@@ -42,8 +42,22 @@ class InFlight:
     @staticmethod
     def locate(outcomes: Outcomes) -> tuple[np.ndarray, np.ndarray]:
         """The batch number and the row within it of each outcome."""
-        keys = np.asarray(outcomes.keys, dtype=np.int64)
-        return keys >> _ROW_BITS, keys & ((1 << _ROW_BITS) - 1)
+        return InFlight.locate_keys(outcomes.keys)
+
+    @staticmethod
+    def locate_keys(keys: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The batch number and the row within it of each key."""
+        array = np.asarray(keys, dtype=np.int64)
+        return array >> _ROW_BITS, array & ((1 << _ROW_BITS) - 1)
+
+    def rows(self, keys: list[int]) -> pa.Table:
+        """The rows of `keys`, in key order within each batch."""
+        numbers, rows = self.locate_keys(keys)
+        parts = [
+            pa.Table.from_batches([batch.take(pa.array(rows[mine]))])
+            for _, batch, mine in self.by_batch(numbers)
+        ]
+        return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
     def by_batch(self, numbers: np.ndarray) -> Iterator[tuple[int, pa.RecordBatch, np.ndarray]]:
         """(batch number, batch, mask of the outcomes that are its rows) for each batch

@@ -7,6 +7,7 @@ run while the rows stay pending in state and are retried next time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -221,6 +222,35 @@ class RejectSink:
     def discard(self) -> None:
         self._spool.close()
         Path(self._spool.name).unlink(missing_ok=True)
+
+
+def check_rejects_writable(rejects_url: str, model: str, run_id: str, *, sse: str | None) -> None:
+    """Prove the rejects store takes a write before anything is sent (a run that could
+    not record its rejects would have to be failed after sending)."""
+    location = RejectLocation(rejects_url)
+    probe_day = ".write-check"
+    key = location.key(model, probe_day, run_id)
+    try:
+        if location.is_s3:
+            bucket, _ = location.bucket_and_prefix()
+            extra: dict[str, Any] = {"ServerSideEncryption": sse} if sse else {}
+            client = _s3_client()
+            client.put_object(Bucket=bucket, Key=key, Body=b"", **extra)
+            client.delete_object(Bucket=bucket, Key=key)
+            return
+        target = Path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"")
+        target.unlink()
+        with contextlib.suppress(OSError):
+            target.parent.rmdir()
+    except OSError as exc:
+        raise RejectsError(
+            f"rejects store {rejects_url} is not writable ({exc.strerror or exc}); nothing was "
+            "sent. Fix its permissions or point SF_ACTIVATION_REJECTS_URL elsewhere"
+        ) from None
+    except Exception as exc:  # botocore's families
+        raise _describe_s3_error(exc, "write a test object to", rejects_url) from None
 
 
 @dataclass(frozen=True)

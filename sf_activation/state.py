@@ -3,11 +3,16 @@
 Layout under ``{state_url}/{model}/`` (a local directory or ``s3://bucket/prefix``)::
 
     snapshot.parquet
-    commits/{stamp}-{run_id}-{seq:06d}.parquet
+    commits/s{seq:012d}-{run_id}.parquet
+    ledger/…                       what is in flight (sf_activation/ledger.py)
+    lease.*                        who may write (sf_activation/lease.py)
 
-``stamp`` is the UTC start time of the writing store (``YYYYmmddTHHMMSSffffffZ``), so the
-lexical order of commit files is the order they were written, across runs as well as
-within one (run ids such as Dagster's are random, not sortable).
+``seq`` is one sequence per model that every worker agrees on: a run takes the next
+number after the highest commit (or folded mark) in the store, and only the run holding
+the model's lease writes. Order therefore never depends on a worker's clock (a worker
+whose clock lagged used to name its commits before the last compaction's mark, and they
+were skipped). Files named by the earlier scheme (``{stamp}-{run_id}-{n}.parquet``) sort
+before every ``s…`` name, so a store written by an older version folds in the right order.
 
 Rows: ``pk`` string, ``hash`` string, ``sf_id`` string|null, ``status``
 (``synced``|``rejected``|``deleted``), ``updated_at`` timestamp (UTC), ``payload`` string|null
@@ -190,8 +195,7 @@ class StateStore:
         self.state_url = state_url
         self.model = model
         self.run_id = _SAFE_ID_RE.sub("_", run_id or uuid.uuid4().hex)[:64]
-        self._stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        self._seq = 0
+        self._seq: int | None = None  # the last sequence number used; read on first commit
         self._s3_client = None
         if state_url.startswith("s3://"):
             rest = state_url[len("s3://") :].strip("/")
@@ -287,15 +291,80 @@ class StateStore:
                 raise StateError(f"cannot write {self.url}/{rel}: {exc}") from exc
         return rows
 
+    def _last_seq(self) -> int:
+        """The highest sequence number in the store: commit files and the folded mark."""
+        names = self.commit_files()
+        if self._snapshot_exists():
+            names.append(self._read_snapshot_metadata().get(FOLDED_KEY, b"").decode())
+        return max((_seq_of(n) for n in names), default=0)
+
     def commit(self, rows: pa.Table) -> str:
         """Record one confirmed batch; durable before it returns. Returns the file name."""
         table = normalize_state(rows)
         if table.num_rows == 0:
             return ""
+        if self._seq is None:
+            self._seq = self._last_seq()
         self._seq += 1
-        name = f"{self._stamp}-{self.run_id}-{self._seq:06d}.parquet"
+        name = f"s{self._seq:012d}-{self.run_id}.parquet"
         self._write_atomic(f"{COMMITS_DIR}/{name}", table, write_options=COMMIT_WRITE_OPTIONS)
         return name
+
+    # ------------------------------------------------------------ small files
+
+    def check_writable(self) -> None:
+        """Prove the store takes a write (and a delete) before anything is sent, so a
+        read-only directory or a bucket that refuses writes fails the run up front."""
+        rel = f".write-check-{self.run_id}"
+        try:
+            if self.is_s3:
+                client = self._client()
+                key = f"{self._key_prefix}/{rel}"
+                client.put_object(Bucket=self._bucket, Key=key, Body=b"")
+                client.delete_object(Bucket=self._bucket, Key=key)
+                return
+            assert self._local_root is not None
+            self._local_root.mkdir(parents=True, exist_ok=True)
+            probe = self._local_root / rel
+            with open(probe, "wb") as fh:
+                fh.write(b"ok")
+                fh.flush()
+                os.fsync(fh.fileno())
+            probe.unlink()
+        except Exception as exc:  # OSError locally; botocore's many types on S3
+            reason = getattr(exc, "strerror", None) or _s3_code(exc) or type(exc).__name__
+            raise StateError(
+                f"state store {self.url} is not writable ({reason}); nothing was sent. Fix its "
+                "permissions or point SF_ACTIVATION_STATE_URL at a writable directory or "
+                "s3://bucket/prefix"
+            ) from None
+
+    def write_table(self, rel: str, table: pa.Table, metadata: dict | None = None) -> None:
+        """Write one small Parquet file atomically and durably (the ledger's entries)."""
+        self._write_atomic(rel, table, metadata, write_options=COMMIT_WRITE_OPTIONS)
+
+    def read_table(self, rel: str) -> pa.Table:
+        try:
+            with self._fs.open_input_file(self._path(rel)) as fh:
+                return pq.read_table(fh)
+        except OSError as exc:
+            raise StateError(f"cannot read {self.url}/{rel}: {exc}") from exc
+
+    def list_files(self, directory: str, suffix: str = ".parquet") -> list[str]:
+        """File names under `directory` (relative to the model's state), sorted."""
+        selector = pafs.FileSelector(self._path(directory), allow_not_found=True)
+        try:
+            infos = self._fs.get_file_info(selector)
+        except OSError as exc:
+            raise StateError(f"cannot list {self.url}/{directory}: {exc}") from exc
+        return sorted(
+            i.base_name
+            for i in infos
+            if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
+        )
+
+    def delete_files(self, rels: list[str]) -> None:
+        self._delete(rels)
 
     # ------------------------------------------------------------------ reads
 
@@ -429,6 +498,19 @@ def _duckdb(work_dir: Path | None, memory_limit: str) -> Iterator[duckdb.DuckDBP
         yield con
     finally:
         con.close()
+
+
+_SEQ_RE = re.compile(r"^s(\d{12})-")
+
+
+def _seq_of(name: str) -> int:
+    """The sequence number of a commit file name (0 for names of the earlier scheme)."""
+    match = _SEQ_RE.match(name)
+    return int(match.group(1)) if match else 0
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code")
 
 
 def _safe_setting(value: str) -> str:

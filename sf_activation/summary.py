@@ -41,6 +41,14 @@ class SyncSummary:
     reject_sample: list[dict[str, Any]] = field(default_factory=list)
     sample_changes: list[dict[str, Any]] = field(default_factory=list)
     stopped_reason: str | None = None
+    # Why the run stopped early: budget (the API share; a clean stop), unreachable
+    # (Salesforce stopped answering: exit 1), auth, interrupted (SIGINT/SIGTERM).
+    stopped: str | None = None
+    # Rows of earlier runs' lost answers or killed sends whose outcome this run learned
+    # from Salesforce (created or refused), and rows still held because Salesforce has not
+    # told yet whether their create landed (never sent again blindly; OUTCOME_UNKNOWN).
+    reconciled: int = 0
+    unconfirmed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

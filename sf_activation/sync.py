@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
+import signal
 import tempfile
 import time
 import uuid
@@ -24,18 +25,25 @@ import pyarrow.compute as pc
 from sf_activation.config import Settings
 from sf_activation.diff import Plan, check_delete_rate, plan_changes
 from sf_activation.in_flight import InFlight
+from sf_activation.interrupts import SyncInterrupted, stop_on_signals
+from sf_activation.lease import ModelLease
+from sf_activation.ledger import LedgerEntry, LedgerTracker, SendLedger
 from sf_activation.models import ModelSpec, check_columns
-from sf_activation.rejects import RejectSink, mask_redacted
+from sf_activation.reconcile import LedgerReconciler
+from sf_activation.rejects import RejectSink, check_rejects_writable, mask_redacted
 from sf_activation.salesforce.client import SalesforceClient
 from sf_activation.salesforce.coerce import coerce_batch, output_schema
 from sf_activation.salesforce.describe import validate_mapping
 from sf_activation.salesforce.outcomes import (
     FIELDS_JSON_COLUMN,
     KEY_COLUMN,
+    OUTCOME_UNKNOWN,
+    Dispatch,
     Outcomes,
     RecordOutcome,
     SendReport,
     SendRequest,
+    StopSignal,
     choose_transport,
 )
 from sf_activation.state import StateStore
@@ -115,6 +123,13 @@ class SyncRun:
         self._unsettled_rows = 0
         self._last_commit = time.monotonic()
         self._api_calls_at_start = self.client.api_calls
+        self.stop = StopSignal()
+        self._active_lease: ModelLease | None = None
+        self.ledger = LedgerTracker(SendLedger(self.state))
+        # Primary keys whose create may have landed (ledger): never sent again blindly.
+        self._held: set[str] = set()
+        self._held_rows: list[tuple[pa.Table, str]] = []  # (rows, why) for the reject file
+        self._reconciled_rejects = 0
 
     # ---------------------------------------------------------------- plan
     def plan(self) -> Plan:
@@ -197,51 +212,110 @@ class SyncRun:
 
     # ---------------------------------------------------------------- send
     def execute(self) -> SyncSummary:
+        """The whole run, under the model's lease: preflight, reconcile what earlier runs
+        left in flight, plan, send, explain, compact. SIGINT/SIGTERM stop it cleanly."""
         start = time.monotonic()
         try:
-            plan = self._plan or self.plan()
-            sink = RejectSink(
-                rejects_url=self.settings.rejects_url,
-                model=self.spec.name,
-                object_name=self.spec.object,
-                operation=self.spec.operation,
-                run_id=self.run_id,
-                redact=self.spec.redact,
-                sse=self.settings.rejects_sse,
-            )
-            try:
-                self._reject_invalid(plan, sink)
-                cpu_at_send, wall_at_send = time.process_time(), time.monotonic()
-                self._send_changes(plan, sink)
-                self.summary.send_cpu_s = round(time.process_time() - cpu_at_send, 3)
-                self.summary.send_s = round(time.monotonic() - wall_at_send, 3)
-                if self.spec.operation == "mirror":
-                    self._delete_removed(plan, sink)
-                # Rejects are published before the state is compacted: if the store cannot be
-                # written the run fails, and the rejected rows stay pending for the next run.
-                self.summary.rejects_url = sink.publish()
-            finally:
-                sink.discard()
-            # The plan is done with: free its buffers before folding the state.
-            plan.close()
-            self._plan = None
-            self.state.compact(work_dir=self.work_dir, memory_limit=SEND_PHASE_DUCKDB_MEMORY)
-            self.summary.rejected = (
-                self.summary.invalid + self.summary.failed + self.summary.delete_failed
-            )
-            self.summary.reject_codes = dict(sink.codes)
-            self.summary.reject_sample = sink.sample
-            self._check_accounting()
+            with self._lease(), stop_on_signals(self.stop, self.spec.name) as signals:
+                self._preflight()
+                self._run(signals)
+            if signals:
+                raise SyncInterrupted(self._interrupted_message(signals[0]), signals[0])
         finally:
             self.summary.api_calls = self.client.api_calls - self._api_calls_at_start
             self.summary.duration_s = round(time.monotonic() - start, 3)
             self._cleanup()
         return self.summary
 
-    def _cleanup(self) -> None:
+    def _lease(self) -> ModelLease:
+        self._active_lease = ModelLease(
+            self.settings.state_url,
+            self.spec.name,
+            self.run_id,
+            ttl_s=self.settings.lease_ttl_s,
+            wait_s=self.settings.lease_wait_s,
+            on_wait=lambda holder, waited: log.warning(
+                "%s: waiting for run %s to finish (%.0f s)",
+                self.spec.name, holder.run_id if holder else "?", waited,
+            ),
+        )  # fmt: skip
+        return self._active_lease
+
+    def _preflight(self) -> None:
+        """Fail before anything is sent if what the run must write cannot be written."""
+        previous = self._active_lease.taken_over if self._active_lease else None
+        if previous is not None:
+            log.warning(
+                "%s: run %s (host %s) ended without releasing the model; reconciling what it "
+                "left in flight",
+                self.spec.name, previous.run_id, previous.host,
+            )  # fmt: skip
+        self.state.check_writable()
+        check_rejects_writable(
+            self.settings.rejects_url, self.spec.name, self.run_id, sse=self.settings.rejects_sse
+        )
+
+    def _run(self, signals: list[int]) -> None:
+        sink = RejectSink(
+            rejects_url=self.settings.rejects_url,
+            model=self.spec.name,
+            object_name=self.spec.object,
+            operation=self.spec.operation,
+            run_id=self.run_id,
+            redact=self.spec.redact,
+            sse=self.settings.rejects_sse,
+        )
+        try:
+            if self._reconcile_ledger(self.ledger.ledger.entries(), sink, this_run=False):
+                self._cleanup_plan()  # state changed under a plan made earlier
+            plan = self._plan or self.plan()
+            self._reject_invalid(plan, sink)
+            cpu_at_send, wall_at_send = time.process_time(), time.monotonic()
+            self._send_changes(plan, sink)
+            unknown = [e for e in self.ledger.ledger.entries() if e.name in self.ledger.unknown]
+            self._reconcile_ledger(unknown, sink, this_run=True)
+            self.summary.send_cpu_s = round(time.process_time() - cpu_at_send, 3)
+            self.summary.send_s = round(time.monotonic() - wall_at_send, 3)
+            if self.spec.operation == "mirror" and not self.stop.is_set():
+                self._delete_removed(plan, sink)
+            self._explain_held(sink)
+            # Rejects are published before the state is compacted: if the store cannot be
+            # written the run fails, and the rejected rows stay pending for the next run.
+            self.summary.rejects_url = sink.publish()
+        finally:
+            sink.discard()
+        # The plan is done with: free its buffers before folding the state.
+        self._cleanup_plan()
+        if not signals:  # an interrupted run leaves quickly; its commits are durable
+            self.state.compact(work_dir=self.work_dir, memory_limit=SEND_PHASE_DUCKDB_MEMORY)
+        self.summary.rejected = (
+            self.summary.invalid
+            + self.summary.failed
+            + self.summary.delete_failed
+            + self._reconciled_rejects
+        )
+        self.summary.reject_codes = dict(sink.codes)
+        self.summary.reject_sample = sink.sample
+        if self.stop.is_set() and not self.summary.stopped_reason:
+            self.summary.stopped_reason = self.stop.reason
+        self.summary.stopped = self.stop.kind
+        self._check_accounting()
+
+    def _interrupted_message(self, signum: int) -> str:
+        s = self.summary
+        name = signal.Signals(signum).name
+        return (
+            f"{s.model}: interrupted by {name}: {s.succeeded} rows confirmed by Salesforce and "
+            f"saved, {s.retried} not sent or unconfirmed stay pending; rerun to resume"
+        )
+
+    def _cleanup_plan(self) -> None:
         if self._plan is not None:
             self._plan.close()
             self._plan = None
+
+    def _cleanup(self) -> None:
+        self._cleanup_plan()
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
@@ -280,7 +354,8 @@ class SyncRun:
             # Rows already created once (changed, or pending with an Id) are updated by their
             # recorded Id; only rows Salesforce has never accepted are inserted. The plan is
             # on disk, so two passes cost a query each, not memory.
-            self._send("insert", map(_without_recorded_id, batches), sink, external_id=None)
+            creates = (self._not_held(_without_recorded_id(b)) for b in batches)
+            self._send("insert", creates, sink, external_id=None)
             updates = plan.iter_to_send(SEND_BATCH_ROWS, group_by=lookups)
             self._send("update", map(_with_recorded_id, updates), sink, external_id=None)
             return
@@ -308,6 +383,15 @@ class SyncRun:
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
+                lease = self._active_lease
+                if lease is not None and lease.lost and not self.stop.is_set():
+                    self.stop.set(
+                        f"lost the lease on {self.spec.name} ({lease.url}): another run may "
+                        "be sending it",
+                        "interrupted",
+                    )
+                if self.stop.is_set():
+                    break  # nothing more is read; unread rows are simply pending
                 keys = in_flight.keyed(next(counter), batch)
                 kill_point("before_send")  # test hook
                 yield self._for_client(batch, keys, plan_fields)
@@ -327,7 +411,13 @@ class SyncRun:
             concurrency=self.spec.concurrency,
         )
         try:
-            report = self.client.send(request, keyed(), on_outcomes)
+            report = self.client.send(
+                request,
+                keyed(),
+                on_outcomes,
+                on_dispatch=self._recorder(in_flight, operation),
+                stop=self.stop,
+            )
         finally:
             # Whatever happened, rows Salesforce confirmed are recorded before we leave.
             self._settle(None, in_flight, sink, force=True)
@@ -335,6 +425,28 @@ class SyncRun:
         if report.stopped_reason and not self.summary.stopped_reason:
             self.summary.stopped_reason = report.stopped_reason
         return report
+
+    def _recorder(self, in_flight: InFlight, operation: str) -> Dispatch | None:
+        """For creates, the ledger entry written before each call or Bulk upload."""
+        if operation != "insert":
+            return None
+
+        def on_dispatch(keys: list[Any], bulk_job_id: str | None) -> None:
+            self.ledger.record(
+                keys,
+                in_flight.rows(keys),
+                object_name=self.spec.object,
+                operation=operation,
+                bulk_job_id=bulk_job_id,
+            )
+
+        return on_dispatch
+
+    def _not_held(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if not self._held or batch.num_rows == 0:
+            return batch
+        held = pc.is_in(batch.column("__pk"), value_set=pa.array(sorted(self._held), pa.string()))
+        return batch.filter(pc.invert(held))
 
     def _for_client(
         self, batch: pa.RecordBatch, keys: pa.Array, plan_fields: list[str]
@@ -381,22 +493,26 @@ class SyncRun:
             kill_point("after_send_before_commit")  # test hook
             self.state.commit(pa.concat_tables(commits))
             kill_point("after_commit")  # test hook
+        # Only now, with the outcomes durable, may their ledger entries go.
+        self.ledger.settled(settled.keys, [c == OUTCOME_UNKNOWN for c in settled.error_codes])
         self._last_commit = time.monotonic()
 
     def _reconcile(
-        self, outcomes: Outcomes, in_flight: InFlight, sink: RejectSink
+        self, outcomes: Outcomes, in_flight: InFlight, sink: RejectSink, *, count: bool = True
     ) -> list[pa.Table]:
-        """Count the outcomes, record rejects; the state rows to commit."""
+        """Count the outcomes (unless `count`: outcomes learned from the ledger), record
+        rejects; the state rows to commit."""
         numbers, rows = in_flight.locate(outcomes)
         accepted = outcomes.success_mask()
         # Retryable: not the row's fault (retries exhausted, job failed, budget reached);
         # it stays as it is in state and is sent again next run.
         retryable = outcomes.retryable_mask()
         refused = ~accepted & ~retryable
-        self.summary.sent += len(outcomes)
-        self.summary.succeeded += int(np.count_nonzero(accepted))
-        self.summary.retried += int(np.count_nonzero(retryable))
-        self.summary.failed += int(np.count_nonzero(refused))
+        if count:
+            self.summary.sent += len(outcomes)
+            self.summary.succeeded += int(np.count_nonzero(accepted))
+            self.summary.retried += int(np.count_nonzero(retryable))
+            self.summary.failed += int(np.count_nonzero(refused))
         sf_ids = pa.array(outcomes.sf_ids, pa.string())
         commits: list[pa.Table] = []
         for number, batch, mine in in_flight.by_batch(numbers):
@@ -416,6 +532,105 @@ class SyncRun:
                 commits.append(_state_rows(taken, ids, "rejected"))
             in_flight.settle(number, int(np.count_nonzero(mine)))
         return commits
+
+    # ---------------------------------------------------------------- ledger
+    def _reconcile_ledger(
+        self, entries: list[LedgerEntry], sink: RejectSink, *, this_run: bool
+    ) -> bool:
+        """Learn the outcome of creates whose answer was lost, commit what Salesforce holds
+        and hold what it cannot tell yet. `this_run`: the entries are this run's own (their
+        rows were counted as retried; they move to succeeded or failed as resolved).
+        Returns whether state changed."""
+        if not entries:
+            return False
+        log.warning(
+            "%s: %d send(s) of %s left without a known outcome; asking Salesforce",
+            self.spec.name, len(entries), "this run" if this_run else "an earlier run",
+        )  # fmt: skip
+        known = self.state.load(["pk", "sf_id", "status"], work_dir=self.work_dir)
+        synced = pc.equal(known.column("status"), "synced")
+        synced_pks = set(known.column("pk").filter(synced).to_pylist())
+        known_ids = {i for i in known.column("sf_id").to_pylist() if i}
+        changed = False
+        synced_set = pa.array(sorted(synced_pks), pa.string())
+        for entry in entries:
+            rows = entry.rows
+            # Rows a later commit already confirmed need nothing (their Ids are in state).
+            # A Bulk job is read whole (its results are matched to all its rows), and the
+            # outcomes of such rows are dropped afterwards.
+            if entry.info.bulk_job_id is None:
+                rows = rows.filter(pc.invert(pc.is_in(rows.column("__pk"), value_set=synced_set)))
+            if rows.num_rows == 0:
+                self.ledger.ledger.remove([entry.name])
+                continue
+            request = SendRequest(
+                object=entry.info.object,
+                operation="insert",
+                transport="bulk" if entry.info.bulk_job_id else "composite",
+                nulls=self.spec.nulls,
+                concurrency=self.spec.concurrency,
+            )
+            describe = self.client.describe(entry.info.object)
+            reconciler = LedgerReconciler(
+                self.client, describe, request, grace_s=self.settings.unknown_outcome_grace_s
+            )
+            in_flight = InFlight()
+            batch = rows.combine_chunks().to_batches()[0]
+            keys = in_flight.keyed(0, batch)
+            outcomes = reconciler.resolve(
+                LedgerEntry(entry.name, entry.info, rows), keys.to_pylist(), known_ids
+            )
+            _, positions = InFlight.locate(outcomes)
+            fresh = pc.invert(
+                pc.is_in(batch.column("__pk").take(pa.array(positions)), value_set=synced_set)
+            )
+            outcomes = outcomes.take(np.flatnonzero(np.asarray(fresh)).tolist())
+            unknown = np.asarray([c == OUTCOME_UNKNOWN for c in outcomes.error_codes], bool)
+            accepted = outcomes.success_mask()
+            refused = ~accepted & ~outcomes.retryable_mask()
+            if this_run:
+                self.summary.succeeded += int(np.count_nonzero(accepted))
+                self.summary.failed += int(np.count_nonzero(refused))
+                self.summary.retried -= int(np.count_nonzero(accepted | refused))
+            else:
+                self._reconciled_rejects += int(np.count_nonzero(refused))
+            self.summary.reconciled += int(np.count_nonzero(accepted | refused))
+            commits = self._reconcile(outcomes, in_flight, sink, count=False)
+            if commits:
+                self.state.commit(pa.concat_tables(commits))
+                changed = True
+                known_ids.update(i for i in outcomes.sf_ids if i)
+            if unknown.any():
+                _, positions = InFlight.locate(outcomes.take(np.flatnonzero(unknown).tolist()))
+                held = batch.take(pa.array(positions))
+                message = outcomes.messages[int(np.flatnonzero(unknown)[0])] or ""
+                self._held.update(held.column("__pk").to_pylist())
+                self._held_rows.append((pa.Table.from_batches([held]), message))
+            else:
+                kill_point("ledger_resolved")  # test hook: committed, entry not yet removed
+                self.ledger.ledger.remove([entry.name])
+        return changed
+
+    def _explain_held(self, sink: RejectSink) -> None:
+        """Rows held because Salesforce has not told whether their create landed: one line
+        each in the reject file (OUTCOME_UNKNOWN), counted as unconfirmed."""
+        seen: set[str] = set()
+        for rows, message in self._held_rows:
+            for batch in rows.to_batches():
+                columns = _field_columns(batch)
+                for row, pk in enumerate(batch.column("__pk").to_pylist()):
+                    if pk in seen:
+                        continue
+                    seen.add(pk)
+                    sink.add(
+                        primary_key=pk,
+                        record=_row_record(batch, row, columns),
+                        error_code=OUTCOME_UNKNOWN,
+                        message=message,
+                        fields=[],
+                        transport=self.summary.transport,
+                    )
+        self.summary.unconfirmed = len(seen)
 
     def _reject(
         self, sink: RejectSink, batch: pa.RecordBatch, row: int, outcome: RecordOutcome
@@ -485,7 +700,7 @@ class SyncRun:
             nulls=self.spec.nulls,
             concurrency=self.spec.concurrency,
         )
-        report = self.client.send(request, keyed(), on_outcomes)
+        report = self.client.send(request, keyed(), on_outcomes, stop=self.stop)
         self.summary.bulk_job_ids.extend(report.bulk_job_ids)
 
     def _resolve_ids(

@@ -341,7 +341,9 @@ def test_stats_records_and_reset(emu: EmulatorHandle, http: requests.Session) ->
     r = http.get(emu.url("/__emulator/records/Nope__c"))
     assert r.status_code == 404
     emu.reset()
-    assert emu.records("Account") == [] and emu.stats() == {"api_calls": 0, "requests_by_route": {}}
+    no_faults = {"lost": 0, "bulk_results": 0, "slow": 0, "drop": 0, "unavailable": 0}
+    assert emu.records("Account") == []
+    assert emu.stats() == {"api_calls": 0, "requests_by_route": {}, "faults": no_faults}
     assert len(emu.records("User")) == 1 and len(emu.records("Organization")) == 1
 
 

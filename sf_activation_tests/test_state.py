@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from sf_activation.state import (
     STATE_COLUMNS,
     StateError,
     StateStore,
+    normalize_state,
 )
 from sf_activation_tests.support.s3 import S3Server, s3_server, s3_url  # noqa: F401
 
@@ -62,10 +64,11 @@ def test_commits_fold_latest_wins_and_deleted_drop_out(tmp_path: Path) -> None:
     assert as_dict(table, "sf_id")["c"] is None  # commit rows replace the whole row
     assert table.column("updated_at").null_count == 0
     assert as_dict(store.load(include_deleted=True), "status")["b"] == "deleted"
-    # Commit files are named so their lexical order is the order written.
+    # Commit files carry the store's sequence, so their lexical order is the order
+    # written, whatever a worker's clock says.
     names = store.commit_files()
     assert names == sorted(names) and len(names) == 5
-    assert names[0].endswith("-run-1-000001.parquet")
+    assert names[0] == "s000000000001-run-1.parquet"
 
 
 def test_commits_of_later_runs_win(tmp_path: Path) -> None:
@@ -194,3 +197,61 @@ def test_state_on_s3(s3_server: S3Server, s3_url: str) -> None:  # noqa: F811
         .read()
     )
     assert pq.read_table(pa.BufferReader(body)).num_rows == 1
+
+
+class _LaggingClock(dt.datetime):
+    """A worker whose clock is an hour behind the one that compacted last."""
+
+    @classmethod
+    def now(cls, tz: dt.tzinfo | None = None) -> dt.datetime:  # type: ignore[override]
+        return dt.datetime.now(tz) - dt.timedelta(hours=1)
+
+
+def test_a_worker_whose_clock_lags_loses_no_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = StateStore(str(tmp_path), "accounts", run_id="on-time")
+    first.commit(rows(["a", "b"]))
+    first.compact()
+    # The next run lands on a worker an hour behind: its commits must still count.
+    import sf_activation.state as state_module
+
+    lagging = type("dt", (), {"datetime": _LaggingClock, "UTC": dt.UTC, "timedelta": dt.timedelta})
+    monkeypatch.setattr(state_module, "dt", lagging)
+    late = StateStore(str(tmp_path), "accounts", run_id="lagging")
+    late.commit(rows(["c"]))
+    late.commit(rows(["a"], hashes=["h-a2"]))
+    assert as_dict(late.load()) == {"a": "h-a2", "b": "h-b", "c": "h-c"}
+    late.compact()
+    monkeypatch.undo()
+    assert as_dict(StateStore(str(tmp_path), "accounts").load()) == {
+        "a": "h-a2",
+        "b": "h-b",
+        "c": "h-c",
+    }
+
+
+def test_sequence_continues_across_runs_and_after_older_files(tmp_path: Path) -> None:
+    store = StateStore(str(tmp_path), "accounts", run_id="old")
+    # A commit file named by the earlier (clock) scheme, left by an older version.
+    commits = tmp_path / "accounts" / "commits"
+    commits.mkdir(parents=True)
+    old = normalize_state(rows(["a"], hashes=["h-old"]))
+    pq.write_table(old, commits / "20991231T235959000000Z-old-000001.parquet")
+    assert StateStore(str(tmp_path), "accounts", run_id="r1").commit(rows(["a"])).startswith(
+        "s000000000001-"
+    )
+    # The newer scheme's commit wins over the older file whatever the dates say.
+    assert as_dict(store.load()) == {"a": "h-a"}
+    store.compact()
+    second = StateStore(str(tmp_path), "accounts", run_id="r2")
+    assert second.commit(rows(["b"])) == "s000000000002-r2.parquet"
+    assert as_dict(second.load()) == {"a": "h-a", "b": "h-b"}
+
+
+def test_unwritable_store_is_named_before_anything_is_sent(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the state directory should be")
+    store = StateStore(str(blocker), "accounts", run_id="r")
+    with pytest.raises(StateError, match=r"state store .*not-a-dir.* is not writable"):
+        store.check_writable()

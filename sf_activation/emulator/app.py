@@ -2,9 +2,10 @@
 
 The layer (`EmulatorApp`) does what a real org does before any resource sees a
 request: latency, the session check, injected request faults, the daily API limit,
-API-call counting and the `Sforce-Limit-Info` header. It is plain ASGI rather than
-Starlette middleware, so it costs a few dictionary look-ups per request, and it covers
-every route, the Bulk ones included.
+API-call counting and the `Sforce-Limit-Info` header; and, once a write has been
+applied, the after-apply faults (`lost`: the answer never arrives; `slow`: it arrives
+late). It is plain ASGI rather than Starlette middleware, so it costs a few dictionary
+look-ups per request, and it covers every route, the Bulk ones included.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from sf_activation.emulator.auth import bearer_token, identity_routes, token_rou
 from sf_activation.emulator.bulk import BulkIngest, BulkSettings
 from sf_activation.emulator.composite import collection_routes
 from sf_activation.emulator.context import Context
+from sf_activation.emulator.faults import parse_faults
 from sf_activation.emulator.org import UnknownObjectError
 from sf_activation.emulator.responses import (
     NOT_FOUND_MESSAGE,
     ApiError,
     error_response,
     json_response,
+    read_json,
 )
 from sf_activation.emulator.rest import rest_routes, versions_routes
 
@@ -44,6 +47,14 @@ _OPEN_PATHS = frozenset(
     }
 )
 _VERSION_RE = re.compile(r"^/services/data/v\d{2,3}\.\d(?:/|$)")
+# Requests the after-apply faults (`lost`, `slow`) pick from: writes under /services/data/.
+_WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+# Bulk 2.0 result downloads (the `bulk_results` fault); the Bulk routes ignore case here.
+_BULK_RESULTS_RE = re.compile(
+    r"^/services/data/v\d{2,3}\.\d/jobs/ingest/[^/]+/"
+    r"(?:successfulresults|failedresults|unprocessedrecords)/?$",
+    re.IGNORECASE,
+)
 _SESSION_ERROR = error_response(401, "INVALID_SESSION_ID", "Session expired or invalid")
 _UNAVAILABLE = error_response(503, "SERVER_UNAVAILABLE", "Server temporarily unavailable")
 # Salesforce refuses request lines over 16,384 bytes (414) before looking at them.
@@ -86,22 +97,37 @@ class EmulatorApp:
         if path.startswith("/services/data/") and not _VERSION_RE.match(path):
             await error_response(404, "NOT_FOUND", NOT_FOUND_MESSAGE)(scope, receive, send)
             return
-        fault = ctx.faults.request_fault()
+        faults = ctx.faults
+        fault = faults.request_fault()
         if fault == "drop":
             _drop_connection(send)
             return
         if fault == "unavailable":
             await _UNAVAILABLE(scope, receive, send)
             return
+        method: str = scope["method"]
+        if method == "GET" and _BULK_RESULTS_RE.match(path) and faults.bulk_results_fault():
+            _drop_connection(send)  # a failed download: nothing to apply, not an API call
+            return
         if ctx.api_calls >= ctx.daily_api_limit:
             await _limited(ctx)(scope, receive, send)
             return
         ctx.api_calls += 1
         usage = ctx.usage_header().encode()
+        after = (
+            faults.write_fault()
+            if method in _WRITE_METHODS and path.startswith("/services/data/")
+            else None
+        )
+        slow_s = faults.spec.slow_seconds if after == "slow" else 0.0
 
         async def send_with_usage(message: Message) -> None:
+            if after == "lost":
+                return  # applied, but the answer never leaves the server
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), (b"sforce-limit-info", usage)]
+                if slow_s:
+                    await asyncio.sleep(slow_s)  # applied at once, answered late
             await send(message)
 
         try:
@@ -109,7 +135,9 @@ class EmulatorApp:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "(no route)"
-            ctx.requests_by_route[f"{scope['method']} {template}"] += 1
+            ctx.requests_by_route[f"{method} {template}"] += 1
+            if after == "lost":
+                _drop_connection(send)
 
 
 def _limited(ctx: Context) -> Response:
@@ -119,7 +147,7 @@ def _limited(ctx: Context) -> Response:
 
 
 def _drop_connection(send: Send) -> None:
-    """Close the client's connection without an answer (the `drop` fault).
+    """Close the client's connection without an answer (`drop`, `lost`, `bulk_results`).
 
     uvicorn hands the app its per-request cycle's bound `send`; closing that cycle's
     transport and marking it disconnected is what a vanished peer looks like to
@@ -160,12 +188,42 @@ def _guard(app: ASGIApp) -> ASGIApp:
     return guarded
 
 
+_KEEP_SEED: Any = object()
+
+
+def set_faults(ctx: Context, bulk: BulkIngest, spec: str, *, seed: Any = _KEEP_SEED) -> None:
+    """Replace the fault spec of a running emulator; reseed when seed is given (None:
+    unseeded draws again).
+
+    Everything reading the spec follows: the request layer, token expiry
+    (`session_ttl`) and latency read `ctx.faults` on every request; the org's lock hook
+    and the Bulk settings' `bulk_seconds` are set here. ValueError names a bad part.
+    """
+    faults = ctx.faults
+    new = parse_faults(spec)
+    if seed is not _KEEP_SEED:
+        faults.reseed(seed)
+    faults.spec = new
+    bulk.settings.bulk_seconds = new.bulk_seconds
+    # No hook at all without lock faults, as the server starts it: one call per record saved.
+    ctx.org.lock_failure = faults.lock_failure if new.lock else None
+
+
+def _faults_info(ctx: Context) -> dict[str, Any]:
+    spec = ctx.faults.spec
+    return {"faults": spec.to_string(), "seed": ctx.faults.seed, "spec": spec.as_dict()}
+
+
 def test_routes(ctx: Context, bulk: BulkIngest) -> list[Route]:
     """`/__emulator/…`: what tests look at; token required, never counted as API calls."""
 
     async def stats(request: Request) -> Response:
         return json_response(
-            {"api_calls": ctx.api_calls, "requests_by_route": dict(ctx.requests_by_route)}
+            {
+                "api_calls": ctx.api_calls,
+                "requests_by_route": dict(ctx.requests_by_route),
+                "faults": ctx.faults.stats(),
+            }
         )
 
     async def reset(request: Request) -> Response:
@@ -176,7 +234,28 @@ def test_routes(ctx: Context, bulk: BulkIngest) -> list[Route]:
             ctx.bulk_batches = 0
             ctx.requests_by_route.clear()
             ctx.tokens_version += 1
+        ctx.faults.reset_counts()
         return Response(status_code=204)
+
+    async def faults(request: Request) -> Response:
+        if request.method == "POST":
+            body = await read_json(request)
+            if not isinstance(body, dict) or not isinstance(body.get("faults"), str):
+                raise ApiError(
+                    400,
+                    "INVALID_REQUEST",
+                    'expected a JSON object {"faults": "name=value,…", "seed": N (optional)}',
+                )
+            seed = body.get("seed", _KEEP_SEED)  # absent: keep the draws; null: unseeded
+            if seed not in (None, _KEEP_SEED) and (
+                not isinstance(seed, int) or isinstance(seed, bool)
+            ):
+                raise ApiError(400, "INVALID_REQUEST", f"seed must be an integer, got {seed!r}")
+            try:
+                set_faults(ctx, bulk, body["faults"], seed=seed)
+            except ValueError as exc:
+                raise ApiError(400, "INVALID_REQUEST", str(exc)) from None
+        return json_response(_faults_info(ctx))
 
     async def records(request: Request) -> Response:
         name = request.path_params["object"]
@@ -188,6 +267,7 @@ def test_routes(ctx: Context, bulk: BulkIngest) -> list[Route]:
         Route("/__emulator/stats", stats, methods=["GET"]),
         Route("/__emulator/reset", reset, methods=["POST"]),
         Route("/__emulator/records/{object}", records, methods=["GET"]),
+        Route("/__emulator/faults", faults, methods=["GET", "POST"]),
     ]
 
 

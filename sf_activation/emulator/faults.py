@@ -1,13 +1,26 @@
-"""Injected faults (`--faults`, `--latency-ms`), reproducible with `--seed`."""
+"""Injected faults (`--faults`, `--latency-ms`), reproducible with `--seed`.
+
+Two kinds. Before-faults fire before a request reaches the routes (`drop`,
+`unavailable`, and `bulk_results` on Bulk result downloads): nothing is applied.
+After-faults fire once the route has applied a write (`lost`: no answer at all;
+`slow`: the answer held back `slow_seconds`), which is what a read timeout, a reset
+after send or a load-balancer drop looks like to a client.
+"""
 
 from __future__ import annotations
 
+import math
 import random
 import threading
-from dataclasses import dataclass, fields
-from typing import Literal
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
 
 RequestFault = Literal["drop", "unavailable"]
+WriteFault = Literal["lost", "slow"]
+# The faults counted in /__emulator/stats (lock is per record, and not counted).
+COUNTED = ("lost", "bulk_results", "slow", "drop", "unavailable")
+SHARES = ("lock", "unavailable", "drop", "lost", "bulk_results", "slow")
 
 
 @dataclass(frozen=True)
@@ -17,6 +30,27 @@ class FaultSpec:
     drop: float = 0.0  # share of API requests whose connection is closed without an answer
     session_ttl: float | None = None  # seconds a token lives before 401 INVALID_SESSION_ID
     bulk_seconds: float = 0.0  # how long a Bulk job stays InProgress
+    lost: float = 0.0  # share of write requests applied, then closed without an answer
+    bulk_results: float = 0.0  # share of Bulk result downloads closed without an answer
+    slow: float = 0.0  # share of write requests applied, answered after slow_seconds
+    slow_seconds: float = 5.0  # how long a `slow` answer is held back
+
+    def to_string(self) -> str:
+        """The `name=value,…` form of what differs from the defaults (parse_faults' input)."""
+        default = FaultSpec()
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != getattr(default, f.name):
+                parts.append(f"{f.name}={_number(value)}")
+        return ",".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
 
 
 def parse_faults(spec: str | None) -> FaultSpec:
@@ -37,25 +71,43 @@ def parse_faults(spec: str | None) -> FaultSpec:
             value = float(raw)
         except ValueError:
             raise ValueError(f"fault {name} needs a number, got {raw!r}") from None
-        if value < 0 or (name in ("lock", "unavailable", "drop") and value > 1):
-            raise ValueError(f"fault {name}={raw} is out of range")
+        if not math.isfinite(value) or value < 0 or (name in SHARES and value > 1):
+            bounds = "a share from 0 to 1" if name in SHARES else "a number >= 0"
+            raise ValueError(f"fault {name}={raw.strip()} is out of range (needs {bounds})")
         values[name] = value
     return FaultSpec(**values)
 
 
 class Faults:
-    """Draws faults from seeded generators: one for requests, one for records.
+    """Draws faults from seeded generators: requests, records, and after-apply faults.
 
-    Two generators keep the record-level sequence independent of how many requests
-    came before, so the same batches see the same lock failures run after run.
+    Separate generators keep each sequence independent of the others: the record-level
+    one of how many requests came before, so the same batches see the same lock
+    failures run after run; the after-apply one (`lost`, `slow`, `bulk_results`) so
+    that adding those faults leaves a seed's `drop`/`unavailable` sequence unchanged.
     """
 
     def __init__(self, spec: FaultSpec, *, seed: int | None = None, latency_ms: float = 0) -> None:
         self.spec = spec
         self.latency_s = max(0.0, latency_ms) / 1000.0
-        self._requests = random.Random(seed)
-        self._records = random.Random(None if seed is None else seed + 1)
         self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.reseed(seed)
+
+    def reseed(self, seed: int | None) -> None:
+        with self._lock:
+            self.seed = seed
+            self._requests = random.Random(seed)
+            self._records = random.Random(None if seed is None else seed + 1)
+            self._after = random.Random(None if seed is None else seed + 2)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.counts.clear()
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {name: self.counts[name] for name in COUNTED}
 
     def request_fault(self) -> RequestFault | None:
         spec = self.spec
@@ -63,11 +115,41 @@ class Faults:
             return None
         with self._lock:
             draw = self._requests.random()
-        if draw < spec.drop:
-            return "drop"
-        if draw < spec.drop + spec.unavailable:
-            return "unavailable"
-        return None
+            fault: RequestFault | None = None
+            if draw < spec.drop:
+                fault = "drop"
+            elif draw < spec.drop + spec.unavailable:
+                fault = "unavailable"
+            if fault is not None:
+                self.counts[fault] += 1
+        return fault
+
+    def write_fault(self) -> WriteFault | None:
+        """For a write request about to be applied: lose or delay its answer? One draw."""
+        spec = self.spec
+        if not (spec.lost or spec.slow):
+            return None
+        with self._lock:
+            draw = self._after.random()
+            fault: WriteFault | None = None
+            if draw < spec.lost:
+                fault = "lost"
+            elif draw < spec.lost + spec.slow:
+                fault = "slow"
+            if fault is not None:
+                self.counts[fault] += 1
+        return fault
+
+    def bulk_results_fault(self) -> bool:
+        """For a Bulk result download: close the connection without an answer?"""
+        share = self.spec.bulk_results
+        if not share:
+            return False
+        with self._lock:
+            failed = self._after.random() < share
+            if failed:
+                self.counts["bulk_results"] += 1
+        return failed
 
     def lock_failure(self) -> bool:
         if not self.spec.lock:

@@ -33,14 +33,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "faults: comma-separated name=value pairs: lock (share of records failing with\n"
         "UNABLE_TO_LOCK_ROW), unavailable (share of API requests answered 503), drop\n"
         "(share of API requests whose connection is closed without an answer, before\n"
-        "they are processed), session_ttl (seconds a token lives), bulk_seconds (how long\n"
-        "a Bulk job stays InProgress). Example: --faults lock=0.03,unavailable=0.01\n\n"
+        "they are processed), lost (share of write requests - POST, PATCH, PUT, DELETE -\n"
+        "applied, then closed without an answer), slow (share of write requests applied\n"
+        "at once but answered only after slow_seconds, default 5), bulk_results (share of\n"
+        "Bulk result downloads closed without an answer), session_ttl (seconds a token\n"
+        "lives), bulk_seconds (how long a Bulk job stays InProgress). Shares are 0 to 1.\n"
+        "Example: --faults lock=0.03,unavailable=0.01,lost=0.02\n\n"
         "credentials FILE: JSON with any of client_id, client_secret, username,\n"
         "password, refresh_token, jwt_public_key_file (PEM: JWT assertions must then be\n"
         "signed with the matching key). Each one given must match; without the file any\n"
         "credentials earn a token.\n\n"
         "Test routes (token required, not counted as API calls): GET /__emulator/stats,\n"
-        "POST /__emulator/reset, GET /__emulator/records/{object}."
+        "POST /__emulator/reset, GET /__emulator/records/{object}, GET and POST\n"
+        '/__emulator/faults (body {"faults": "lost=0.3", "seed": 5}: change faults live).'
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(

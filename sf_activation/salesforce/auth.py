@@ -53,6 +53,26 @@ except ImportError:  # pragma: no cover
 # minutes; a hung socket must still end.
 DEFAULT_TIMEOUT = (15.0, 300.0)
 _GENERIC_LOGIN_HOSTS = {"login.salesforce.com", "test.salesforce.com"}
+# Failures before any byte of the request left: safe to send again, whatever it was.
+_NOT_SENT_ERRORS = (
+    urllib3.exceptions.NewConnectionError,
+    urllib3.exceptions.ConnectTimeoutError,
+    urllib3.exceptions.NameResolutionError,
+    ConnectionRefusedError,
+)
+
+
+def _failure_text(exc: BaseException) -> str:
+    """What went wrong on the wire, in words: 'connection refused', not a class name."""
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return "no answer within the read timeout (the request may have been applied)"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
+        return "connection refused or unreachable"
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+        return "connection timed out"
+    if isinstance(exc, urllib3.exceptions.ProtocolError):
+        return "connection closed without an answer (the request may have been applied)"
+    return type(exc).__name__
 
 
 class TokenResponse(BaseModel):
@@ -470,9 +490,12 @@ class SalesforceSession:
             ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # The exception text can include the URL but never headers; still redact.
+            # A connection that was never made carried no request; anything later (a reset,
+            # a read timeout, a dropped answer) may have been applied by Salesforce.
             raise TransientError(
-                self.redact(f"{method} {url.split('?', 1)[0]} failed: {type(exc).__name__}"),
+                self.redact(f"{method} {url.split('?', 1)[0]} failed: {_failure_text(exc)}"),
                 url=url,
+                maybe_applied=not isinstance(exc, _NOT_SENT_ERRORS),
             ) from None
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -53,6 +53,8 @@ from sf_activation.salesforce.outcomes import (
     BULK_JOB_FAILED,
     BULK_RESULT_MISSING,
     KEY_COLUMN,
+    OUTCOME_UNKNOWN,
+    Dispatch,
     Outcomes,
     RecordOutcome,
     RetryPolicy,
@@ -272,6 +274,7 @@ class BulkSender:
         concurrency: int,
         on_outcomes: Callable[[Outcomes], None],
         stop: StopSignal | None = None,
+        on_dispatch: Dispatch | None = None,
     ) -> None:
         self.session = session
         self.layout_for = layout_for
@@ -280,6 +283,7 @@ class BulkSender:
         self.concurrency = concurrency
         self.on_outcomes = on_outcomes
         self.stop = stop or StopSignal()
+        self.on_dispatch = on_dispatch
         self.job_ids: list[str] = []
         self._seq = 0
         self._retries: list[tuple[PayloadLayout, pa.Table, int]] = []
@@ -421,6 +425,11 @@ class BulkSender:
             job_id = str(info["id"])
             self.job_ids.append(job_id)
             kill_point("bulk_job_open")  # test hook
+            if self.on_dispatch is not None:
+                # Recorded before the upload: from here on the job may apply these rows,
+                # and a later run finds its outcome by the job id.
+                self.on_dispatch(spool.read_rows().column(KEY_COLUMN).to_pylist(), job_id)
+                kill_point("bulk_job_recorded")  # test hook
             log.info(
                 "bulk job %s: %s %s, %d rows", job_id, layout.operation, layout.object, spool.rows
             )
@@ -441,10 +450,27 @@ class BulkSender:
                 return
             log.warning("bulk job %s could not be completed: %s", job_id, exc)
             self._abort(job_id)
-            final = self._job_info(job_id) or JobInfo(
-                id=job_id, state="Aborted", errorMessage=str(exc)
-            )
-        self._reconcile(spool, final)
+            final = self._job_info(job_id)
+            if final is None:
+                # Salesforce cannot tell what became of the job: its rows may be applied.
+                self._report_unknown(spool.layout, spool.read_rows(), job_id, str(exc))
+                return
+        self._reconcile(spool.layout, spool.read_rows(), spool.attempt, final)
+
+    def resume(self, job_id: str, rows: pa.Table, attempt: int = 1) -> None:
+        """Report the outcome of every row of a job an earlier run started (`rows`: the
+        canonical rows it uploaded, with keys): waits for the job to finish and reads its
+        results; a job still Open was never closed, so it is aborted and nothing applied."""
+        layout = self.layout_for(rows.schema)
+        info = JobInfo.model_validate(
+            self._control(self.session.json, "GET", f"jobs/ingest/{job_id}", check_budget=False)
+        )
+        if info.state == "Open":
+            self._abort(job_id)
+            info = self._job_info(job_id) or JobInfo(id=job_id, state="Aborted")
+        elif info.state not in _TERMINAL:
+            info = self._poll(job_id)
+        self._reconcile(layout, rows, attempt, info)
 
     def _upload(self, job_id: str, csv_path: Path) -> None:
         with csv_path.open("rb") as data:  # streamed from disk, never read whole
@@ -468,8 +494,11 @@ class BulkSender:
         delay = self.settings.poll_initial
         deadline = time.monotonic() + self.settings.job_timeout
         while True:
-            time.sleep(delay)
+            self._sleep_unless_interrupted(delay)
             kill_point("bulk_job_polling")  # test hook
+            if self.stop.kind == "interrupted":
+                # Stop now: the job is aborted and what it had processed is read back.
+                raise TransientError(f"bulk job {job_id}: {self.stop.reason}")
             info = JobInfo.model_validate(
                 self._control(self.session.json, "GET", f"jobs/ingest/{job_id}", check_budget=False)
             )
@@ -480,6 +509,11 @@ class BulkSender:
                     f"bulk job {job_id} still {info.state} after {self.settings.job_timeout:.0f} s"
                 )
             delay = min(self.settings.poll_max, delay * self.settings.poll_factor)
+
+    def _sleep_unless_interrupted(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.stop.kind != "interrupted" and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.2))
 
     def _abort(self, job_id: str) -> None:
         try:
@@ -531,22 +565,24 @@ class BulkSender:
         finally:
             path.unlink(missing_ok=True)
 
-    def _reconcile(self, spool: JobSpool, info: JobInfo) -> None:
-        layout = spool.layout
+    def _reconcile(
+        self, layout: PayloadLayout, rows: pa.Table, attempt: int, info: JobInfo
+    ) -> None:
         header = csv_header(layout)
-        rows = spool.read_rows().combine_chunks()
+        rows = rows.combine_chunks()
         n = rows.num_rows
         if n == 0:
             return
         batch = rows.to_batches()[0]
         keys = batch.column(KEY_COLUMN)
-        attempt = spool.attempt
+        unreadable: list[str] = []
 
         def read(kind: str, extra: list[str]) -> pa.Table | None:
             try:
                 table = self._results(info.id, kind, header, extra)
             except SalesforceError as exc:
                 log.warning("bulk job %s: cannot read %s: %s", info.id, kind, exc)
+                unreadable.append(f"{kind}: {exc}")
                 return None
             return table if table is not None and table.num_rows else None
 
@@ -625,7 +661,14 @@ class BulkSender:
                 n_unprocessed, total, n, unmatched,
             )  # fmt: skip
         missing = np.flatnonzero(~settled)
-        if len(missing):
+        if len(missing) and unreadable and layout.operation == "insert":
+            # A result file could not be read: these rows may have been created. Sending
+            # them again could create them twice; the job's results are read again later.
+            self._report_unknown(
+                layout, rows.take(pa.array(missing)), info.id, "; ".join(unreadable),
+                emit=outcomes,
+            )  # fmt: skip
+        elif len(missing):
             # Unprocessed, or with no result at all: not the rows' fault, sent again next run.
             job_note = f"bulk job {info.id} {info.state}" + (
                 f": {info.errorMessage}" if info.errorMessage else ""
@@ -656,6 +699,10 @@ class BulkSender:
             records = encoder.encode(batch)
         keys = batch.column(KEY_COLUMN).to_pylist()
         time.sleep(self.policy.delay(attempt - 1))
+        starts = range(0, len(records), CHUNK_SIZE)
+        if self.on_dispatch is not None:
+            for s in starts:
+                self.on_dispatch(keys[s : s + CHUNK_SIZE], None)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="sf-bulk-retry") as pool:
             futures = [
                 pool.submit(
@@ -667,16 +714,44 @@ class BulkSender:
                     self.stop,
                     attempt,
                 )
-                for s in range(0, len(records), CHUNK_SIZE)
+                for s in starts
             ]
             for future in futures:
                 self.on_outcomes(future.result())
+        if self.stop.error is not None:
+            raise self.stop.error
+
+    def _report_unknown(
+        self,
+        layout: PayloadLayout,
+        rows: pa.Table,
+        job_id: str,
+        why: str,
+        *,
+        emit: list[Outcomes] | None = None,
+    ) -> None:
+        """Rows of job `job_id` whose outcome Salesforce has not told (results unreadable).
+        For insert they are held (the sync's ledger keeps the job id and reads it again);
+        rows of idempotent operations are simply sent again next run."""
+        keys = rows.column(KEY_COLUMN).to_pylist()
+        if layout.operation == "insert":
+            outcome = Outcomes.failed(
+                keys, OUTCOME_UNKNOWN,
+                f"bulk job {job_id}: outcome not known yet ({why}); held, not sent again, "
+                "until the job's results can be read",
+                retryable=True, attempts=1,
+            )  # fmt: skip
+        else:
+            outcome = Outcomes.failed(
+                keys, BULK_RESULT_MISSING, f"bulk job {job_id}: {why}", retryable=True, attempts=1
+            )
+        if emit is not None:
+            emit.append(outcome)
+        else:
+            self.on_outcomes(outcome)
 
     def _report_not_sent(self, keys: list[Any]) -> None:
-        message = f"not sent: {self.stop.reason or 'the run stopped'}"
-        self.on_outcomes(
-            Outcomes.failed(keys, API_BUDGET_REACHED, message, retryable=True, attempts=0)
-        )
+        self.on_outcomes(self.stop.not_sent(keys))
 
     def _report_job_failed(self, spool: JobSpool, message: str) -> None:
         keys = spool.read_rows().column(KEY_COLUMN).to_pylist()

@@ -20,6 +20,7 @@ from sf_activation.salesforce.composite import CompositeSender
 from sf_activation.salesforce.describe import ObjectDescribe, validate_mapping
 from sf_activation.salesforce.errors import ApiLimitError, RequestError, TransientError
 from sf_activation.salesforce.outcomes import (
+    Dispatch,
     Outcomes,
     RetryPolicy,
     SendReport,
@@ -167,14 +168,19 @@ class SalesforceClient:
         request: SendRequest,
         batches: Iterable[pa.RecordBatch],
         on_outcomes: Callable[[Outcomes], None],
+        *,
+        on_dispatch: Dispatch | None = None,
+        stop: StopSignal | None = None,
     ) -> SendReport:
         """Send canonical batches (`__key` + one column per Salesforce field) and report
         exactly one outcome per row through `on_outcomes`, in this thread, as `Outcomes`
         (columns; iterate it for a `RecordOutcome` per row).
 
         Stops cleanly (remaining rows retryable, `stopped_reason` set) when the API budget
-        is reached; raises `AuthenticationError` when credentials stop working (rows in
-        flight are reported retryable first).
+        is reached, Salesforce stops answering or `stop` is set by the caller (a signal);
+        raises `AuthenticationError` when credentials stop working (rows in flight are
+        reported first). `on_dispatch` hears of every create call and Bulk job before it
+        is sent (see `Dispatch`).
         """
         describe = self.describe(request.object)
         report = SendReport(transport=request.transport)
@@ -189,7 +195,7 @@ class SalesforceClient:
         def layout_for(schema: pa.Schema) -> PayloadLayout:
             return PayloadLayout.build(request, describe, schema)
 
-        stop = StopSignal()
+        stop = stop or StopSignal()
         try:
             self.session.check_budget()
         except ApiLimitError as exc:
@@ -204,6 +210,7 @@ class SalesforceClient:
                     concurrency=request.concurrency,
                     on_outcomes=collect,
                     stop=stop,
+                    on_dispatch=on_dispatch,
                 )
                 try:
                     bulk.run(batches)
@@ -217,10 +224,12 @@ class SalesforceClient:
                     policy=self.retry,
                     on_outcomes=collect,
                     stop=stop,
+                    on_dispatch=on_dispatch,
                 ).run(batches)
         finally:
             report.api_calls = self.session.api_calls - calls_before
             report.stopped_reason = stop.reason
+            report.stopped_kind = stop.kind
         report.check()
         log.info(
             "sent %d %s records to %s by %s in %.1f s: %d succeeded, %d failed, %d retryable, "
@@ -230,3 +239,27 @@ class SalesforceClient:
             report.api_calls,
         )  # fmt: skip
         return report
+
+    def resume_bulk_job(
+        self,
+        request: SendRequest,
+        job_id: str,
+        rows: pa.Table,
+        on_outcomes: Callable[[Outcomes], None],
+    ) -> None:
+        """The outcome of every row of a Bulk job an earlier run started and could not
+        finish reading (`rows`: its canonical rows with `__key`), one per row."""
+        describe = self.describe(request.object)
+        BulkSender(
+            self.session,
+            lambda schema: PayloadLayout.build(request, describe, schema),
+            policy=self.retry,
+            settings=self.bulk,
+            concurrency=request.concurrency,
+            on_outcomes=on_outcomes,
+        ).resume(job_id, rows)
+
+    def user_id(self) -> str:
+        """The Id of the user the integration runs as (`oauth2/userinfo`)."""
+        info = self._get_json("/services/oauth2/userinfo")
+        return str(info["user_id"])

@@ -26,8 +26,9 @@ from sf_activation.salesforce.errors import (
     is_retryable_record_error,
 )
 from sf_activation.salesforce.outcomes import (
-    API_BUDGET_REACHED,
     KEY_COLUMN,
+    OUTCOME_UNKNOWN,
+    Dispatch,
     Outcomes,
     RecordOutcome,
     RetryPolicy,
@@ -138,12 +139,7 @@ def send_chunk(
         attempt += 1
         pending_keys = [keys[i] for i in pending]
         if stop.is_set():
-            settled.append(
-                Outcomes.failed(
-                    pending_keys, API_BUDGET_REACHED, f"not sent: {stop.reason}",
-                    retryable=True, attempts=attempt - 1,
-                )
-            )  # fmt: skip
+            settled.append(stop.not_sent(pending_keys, attempt - 1))
             break
         try:
             results = api.call([records[i] for i in pending])
@@ -157,7 +153,20 @@ def send_chunk(
             )  # fmt: skip
             break
         except TransientError as exc:
+            if exc.maybe_applied and api.layout.operation == "insert":
+                # The records may have been created: sending them again could make them
+                # twice. The sync asks Salesforce what it holds instead (its ledger).
+                settled.append(
+                    Outcomes.failed(
+                        pending_keys, OUTCOME_UNKNOWN,
+                        f"no answer to the create call ({exc}); held, not sent again, until "
+                        "Salesforce tells whether the records exist",
+                        retryable=True, attempts=attempt,
+                    )
+                )  # fmt: skip
+                break
             if attempt >= policy.max_attempts:
+                stop.set(f"Salesforce stopped answering: {exc}", "unreachable")
                 settled.append(
                     Outcomes.failed(
                         pending_keys, exc.error_code or "TRANSIENT_ERROR",
@@ -193,6 +202,13 @@ def send_chunk(
                     )
                 )  # fmt: skip
             break
+        except SalesforceError as exc:
+            # Credentials refused (or TLS): nothing more can succeed. What this chunk had
+            # confirmed is handed back with the rest marked not sent; the sender raises
+            # `exc` once every call in flight has been handed back.
+            stop.set(f"stopped: {exc}", "auth", exc)
+            settled.append(stop.not_sent(pending_keys, attempt - 1))
+            break
         outcomes = outcomes_of_results(pending_keys, results, attempt, api.layout.operation)
         retry = (
             [i for i, again in enumerate(outcomes.retryable) if again]
@@ -221,6 +237,7 @@ class CompositeSender:
         policy: RetryPolicy,
         on_outcomes: Callable[[Outcomes], None],
         stop: StopSignal | None = None,
+        on_dispatch: Dispatch | None = None,
     ) -> None:
         self.session = session
         self.layout_for = layout_for
@@ -228,6 +245,7 @@ class CompositeSender:
         self.policy = policy
         self.on_outcomes = on_outcomes
         self.stop = stop or StopSignal()
+        self.on_dispatch = on_dispatch
 
     def _chunks(
         self, batches: Iterable[pa.RecordBatch]
@@ -267,11 +285,9 @@ class CompositeSender:
 
     def run(self, batches: Iterable[pa.RecordBatch]) -> None:
         in_flight: dict[Future[Outcomes], list[Any]] = {}
-        first_error: SalesforceError | None = None
         apis: dict[int, CollectionsApi] = {}
 
         def drain(block_until: int) -> None:
-            nonlocal first_error
             # Hand finished calls over at once (not only when the queue is full): the caller
             # commits state per call, and every confirmed-but-unreported call widens what a
             # crash would send again.
@@ -285,32 +301,40 @@ class CompositeSender:
                     keys = in_flight.pop(future)
                     try:
                         outcomes = future.result()
-                    except SalesforceError as exc:  # authentication: stop the run
-                        first_error = first_error or exc
-                        self.stop.set(f"stopped: {exc}")
+                    except Exception as exc:  # a bug in a worker: the rows are not lost
+                        self.stop.set(f"stopped: {exc}", "auth", exc)
                         outcomes = self._not_sent(keys)
                     self.on_outcomes(outcomes)
 
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="sf-composite") as pool:
-            for layout, records, keys in self._chunks(batches):
-                if not self.stop.is_set():
-                    try:
-                        self.session.check_budget()
-                    except ApiLimitError as exc:
-                        self.stop.set(str(exc))
-                if self.stop.is_set():
-                    # Nothing more is sent; the rows are reported pending, not lost.
-                    self.on_outcomes(self._not_sent(keys))
-                    continue
-                api = apis.setdefault(id(layout), CollectionsApi(self.session, layout))
-                future = pool.submit(send_chunk, api, records, keys, self.policy, self.stop)
-                in_flight[future] = keys
-                # Keep a small queue ahead of the workers; memory stays bounded.
-                drain(2 * self.concurrency)
-            drain(0)
-        if first_error is not None:
-            raise first_error
+            try:
+                for layout, records, keys in self._chunks(batches):
+                    if not self.stop.is_set():
+                        try:
+                            self.session.check_budget()
+                        except ApiLimitError as exc:
+                            self.stop.set(str(exc))
+                    if self.stop.is_set():
+                        # Nothing more is sent; the rows are reported pending, not lost.
+                        self.on_outcomes(self._not_sent(keys))
+                        continue
+                    if self.on_dispatch is not None:
+                        self.on_dispatch(keys, None)
+                    api = apis.setdefault(id(layout), CollectionsApi(self.session, layout))
+                    future = pool.submit(send_chunk, api, records, keys, self.policy, self.stop)
+                    in_flight[future] = keys
+                    # Keep a small queue ahead of the workers; memory stays bounded.
+                    drain(2 * self.concurrency)
+            except BaseException as exc:
+                # Whatever stopped the stream (an error reading rows, an interrupt), no new
+                # call starts, and the calls already sent finish and their outcomes reach
+                # the caller before the error does.
+                self.stop.set(f"stopped: {type(exc).__name__}", "interrupted")
+                raise
+            finally:
+                drain(0)
+        if self.stop.error is not None:
+            raise self.stop.error
 
     def _not_sent(self, keys: list[Any]) -> Outcomes:
-        message = f"not sent: {self.stop.reason or 'the run stopped'}"
-        return Outcomes.failed(keys, API_BUDGET_REACHED, message, retryable=True, attempts=0)
+        return self.stop.not_sent(keys)

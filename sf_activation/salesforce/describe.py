@@ -39,6 +39,8 @@ class FieldDescribe(BaseModel):
     externalId: bool = False
     idLookup: bool = False
     unique: bool = False
+    # External IDs and unique text fields match case-insensitively unless created so.
+    caseSensitive: bool = False
     calculated: bool = False
     autoNumber: bool = False
     referenceTo: list[str] = Field(default_factory=list)

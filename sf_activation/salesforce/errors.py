@@ -59,7 +59,17 @@ class SalesforceError(Exception):
 
 
 class TransientError(SalesforceError):
-    """Worth retrying after a pause; nothing is wrong with the records."""
+    """Worth retrying after a pause; nothing is wrong with the records.
+
+    `maybe_applied`: the request reached Salesforce and may have been applied although no
+    usable answer came back (a read timeout, a reset after the body was sent, a gateway's
+    bare 5xx). An idempotent call (upsert, update, delete) is simply repeated; a create is
+    not, because repeating it could create the records twice (see `sf_activation/ledger.py`).
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool = True, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.maybe_applied = maybe_applied
 
 
 class SessionExpiredError(SalesforceError):
@@ -139,7 +149,11 @@ def error_from_response(
     if status == 403 and code == "REQUEST_LIMIT_EXCEEDED":
         if _is_daily_limit(code, message):
             return ApiLimitError(text, **kwargs)
-        return TransientError(text, **kwargs)
+        # The concurrent-request limit refuses the request before processing it.
+        return TransientError(text, maybe_applied=False, **kwargs)
     if status in (408, 429) or status >= 500 or code in RETRYABLE_RECORD_CODES:
-        return TransientError(text, **kwargs)
+        # An error Salesforce itself wrote (a JSON errorCode) ends a request it rolled back
+        # or never started; a bare 5xx from a proxy or gateway says nothing about that.
+        refused_by_salesforce = bool(code) or status in (408, 429)
+        return TransientError(text, maybe_applied=not refused_by_salesforce, **kwargs)
     return RequestError(text, **kwargs)

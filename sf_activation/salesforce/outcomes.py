@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 Operation = Literal["insert", "update", "upsert", "delete"]
+StopKind = Literal["budget", "unreachable", "auth", "interrupted"]
 Transport = Literal["composite", "bulk"]
 
 KEY_COLUMN = "__key"
@@ -29,6 +30,14 @@ NOT_SENT = "NOT_SENT"
 MISSING_ARGUMENT = "MISSING_ARGUMENT"
 BULK_JOB_FAILED = "BULK_JOB_FAILED"
 BULK_RESULT_MISSING = "BULK_RESULT_MISSING"
+# A create whose answer was lost after it reached Salesforce: it may exist. Never sent
+# again blindly; the sync's ledger reconciliation finds out (sf_activation/ledger.py).
+OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+
+Dispatch = Callable[[list[Any], "str | None"], None]
+"""on_dispatch(keys, bulk_job_id): called in the caller's thread just before records that
+Salesforce could apply are sent (a create call, a Bulk job's upload). The sync records
+them in its ledger then; an exception raised here stops the send before anything leaves."""
 
 
 class SendRequest(BaseModel):
@@ -192,6 +201,7 @@ class SendReport:
     api_calls: int = 0
     bulk_job_ids: list[str] = field(default_factory=list)
     stopped_reason: str | None = None
+    stopped_kind: StopKind | None = None
 
     def add(self, outcomes: Outcomes) -> None:
         n = len(outcomes)
@@ -213,19 +223,36 @@ class SendReport:
 
 
 class StopSignal:
-    """Set once when the run must stop sending (API budget, credentials); remembers why."""
+    """Set once when the run must stop sending; remembers why.
+
+    `kind`: `budget` (the API share reached: a clean stop), `unreachable` (Salesforce
+    stopped answering), `auth` (credentials refused; `error` is raised after the calls in
+    flight are handed back), `interrupted` (SIGINT/SIGTERM).
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason: str | None = None
+        self.kind: StopKind | None = None
+        self.error: BaseException | None = None
 
-    def set(self, reason: str) -> None:
+    def set(
+        self, reason: str, kind: StopKind = "budget", error: BaseException | None = None
+    ) -> None:
         if not self._event.is_set():
             self.reason = reason
+            self.kind = kind
+            self.error = error
             self._event.set()
 
     def is_set(self) -> bool:
         return self._event.is_set()
+
+    def not_sent(self, keys: list[Any], attempts: int = 0) -> Outcomes:
+        """Outcomes of rows left unsent because of this stop: pending, sent next run."""
+        code = API_BUDGET_REACHED if self.kind in (None, "budget") else NOT_SENT
+        message = f"not sent: {self.reason or 'the run stopped'}"
+        return Outcomes.failed(keys, code, message, retryable=True, attempts=attempts)
 
 
 class RetryPolicy(BaseModel):

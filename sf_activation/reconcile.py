@@ -1,0 +1,287 @@
+"""Finding out what became of creates whose answer never came back (ledger entries).
+
+Every run does this before it plans, and again after its own send when an answer was
+lost: for each entry of the ledger (`sf_activation/ledger.py`),
+
+- a Bulk job is asked for by its id: it is waited for if still running, its results are
+  read (Salesforce keeps them for 7 days), and a job that was never closed is aborted;
+- a create call is looked for in Salesforce: by a unique or External ID field when the
+  model maps one (an exact answer), otherwise by content among the records the
+  integration user created since shortly before the call.
+
+Each row gets an outcome: created (its Id, committed to state), refused by Salesforce
+(a reject), not applied (sent again like any row not yet synced), or still unknown —
+held, never sent again blindly, and explained in the reject file with `OUTCOME_UNKNOWN`.
+A create call that Salesforce does not hold may still be running there when its answer
+was lost to a timeout; its rows are held until `grace_s` after the call (Salesforce ends
+a request within 10 minutes), then released.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+from simple_salesforce.format import format_soql
+
+from sf_activation.ledger import LedgerEntry
+from sf_activation.salesforce.client import SalesforceClient
+from sf_activation.salesforce.describe import FieldDescribe, ObjectDescribe
+from sf_activation.salesforce.errors import SalesforceError
+from sf_activation.salesforce.outcomes import (
+    KEY_COLUMN,
+    OUTCOME_UNKNOWN,
+    Outcomes,
+    SendRequest,
+)
+
+log = logging.getLogger(__name__)
+
+NOT_APPLIED = "NOT_APPLIED"
+# Records created this long before the call's recorded time still count: the sending
+# worker's clock may be behind Salesforce's.
+CLOCK_MARGIN = dt.timedelta(hours=24)
+QUERY_CHUNK = 200
+_TEXT_TYPES = {"string", "email", "phone", "url", "textarea", "picklist", "combobox", "id"}
+_NUMBER_TYPES = {"int", "double", "currency", "percent", "long"}
+
+
+def field_columns(rows: pa.Table) -> list[str]:
+    return [n for n in rows.column_names if not n.startswith("__")]
+
+
+class LedgerReconciler:
+    """Resolves ledger entries of one model against what Salesforce holds."""
+
+    def __init__(
+        self,
+        client: SalesforceClient,
+        describe: ObjectDescribe,
+        request: SendRequest,
+        *,
+        grace_s: float,
+        now: dt.datetime | None = None,
+    ) -> None:
+        self.client = client
+        self.describe = describe
+        self.request = request
+        self.grace_s = grace_s
+        self._now = now
+        self._user_id: str | None = None
+
+    def resolve(self, entry: LedgerEntry, keys: list[Any], known_ids: set[str]) -> Outcomes:
+        """One outcome per row of `entry` (keyed by `keys`). `known_ids`: Ids state already
+        holds for other rows, never handed to a row here."""
+        if entry.info.bulk_job_id:
+            return self._resolve_job(entry, keys)
+        return self._resolve_call(entry, keys, known_ids)
+
+    # -- Bulk jobs ---------------------------------------------------------------------
+
+    def _resolve_job(self, entry: LedgerEntry, keys: list[Any]) -> Outcomes:
+        job_id = entry.info.bulk_job_id
+        assert job_id is not None
+        rows = entry.rows.select(field_columns(entry.rows)).append_column(
+            KEY_COLUMN, pa.array(keys, pa.int64())
+        )
+        got = Outcomes.empty()
+        try:
+            self.client.resume_bulk_job(self.request, job_id, rows, got.extend)
+        except SalesforceError as exc:
+            log.warning("bulk job %s: outcome still unknown: %s", job_id, exc)
+            return Outcomes.failed(
+                keys, OUTCOME_UNKNOWN,
+                f"bulk job {job_id} of run {entry.info.run_id}: outcome not known yet ({exc}); "
+                "held, not sent again, until Salesforce answers",
+                retryable=True, attempts=1,
+            )  # fmt: skip
+        # A job that failed or left rows unprocessed did not create them: they are sent
+        # again like any other row; rows it refused are rejects.
+        for i, (ok, code, again) in enumerate(
+            zip(got.success, got.error_codes, got.retryable, strict=True)
+        ):
+            if not ok and again and code != OUTCOME_UNKNOWN:
+                got.error_codes[i] = NOT_APPLIED
+        return got
+
+    # -- create calls ------------------------------------------------------------------
+
+    def _resolve_call(self, entry: LedgerEntry, keys: list[Any], known_ids: set[str]) -> Outcomes:
+        rows = entry.rows
+        try:
+            found = self.find_created(rows, entry.info.sent_at_dt, known_ids)
+        except SalesforceError as exc:
+            return Outcomes.failed(
+                keys, OUTCOME_UNKNOWN,
+                f"create call of run {entry.info.run_id} at {entry.info.sent_at}: cannot ask "
+                f"Salesforce what it holds ({exc}); held, not sent again",
+                retryable=True, attempts=1,
+            )  # fmt: skip
+        now = self._now or dt.datetime.now(dt.UTC)
+        age = (now - entry.info.sent_at_dt).total_seconds()
+        released = age >= self.grace_s
+        out = Outcomes.empty()
+        created_keys = [keys[i] for i in sorted(found)]
+        if created_keys:
+            out.extend(
+                Outcomes.succeeded(
+                    created_keys, [found[i] for i in sorted(found)], [True] * len(found), 1
+                )
+            )
+        missing = [keys[i] for i in range(rows.num_rows) if i not in found]
+        if missing and released:
+            out.extend(
+                Outcomes.failed(
+                    missing, NOT_APPLIED,
+                    f"not in Salesforce {age:.0f} s after the create call: not applied",
+                    retryable=True, attempts=1,
+                )
+            )  # fmt: skip
+        elif missing:
+            out.extend(
+                Outcomes.failed(
+                    missing, OUTCOME_UNKNOWN,
+                    f"create call of run {entry.info.run_id} at {entry.info.sent_at} got no "
+                    f"answer and Salesforce does not hold the records yet; held, not sent "
+                    f"again, until {self.grace_s:.0f} s after the call "
+                    "(SF_ACTIVATION_UNKNOWN_OUTCOME_GRACE_S)",
+                    retryable=True, attempts=1,
+                )
+            )  # fmt: skip
+        return out
+
+    def user_id(self) -> str:
+        if self._user_id is None:
+            self._user_id = self.client.user_id()
+        return self._user_id
+
+    def find_created(
+        self, rows: pa.Table, sent_at: dt.datetime, known_ids: set[str]
+    ) -> dict[int, str]:
+        """Row index -> Id of the record Salesforce holds for it."""
+        columns = [
+            c for c in field_columns(rows) if "." not in c and self.describe.field(c) is not None
+        ]
+        unique = [
+            c
+            for c in columns
+            if (f := self.describe.field(c)) is not None
+            and (f.unique or f.externalId)
+            and f.type in _TEXT_TYPES | _NUMBER_TYPES
+        ]
+        if unique:
+            return self._find_by_unique(rows, unique[0], known_ids)
+        return self._find_by_content(rows, columns, sent_at, known_ids)
+
+    def _find_by_unique(self, rows: pa.Table, column: str, known_ids: set[str]) -> dict[int, str]:
+        field = self.describe.field(column)
+        assert field is not None
+        fold = field.type in _TEXT_TYPES and not field.caseSensitive
+        values = rows.column(column).to_pylist()
+
+        def norm(v: Any) -> Any:
+            return _normalize(v, field, fold=fold)
+
+        wanted = sorted({str(v) for v in values if v is not None})
+        by_value: dict[Any, str] = {}
+        for part in _chunks(wanted, QUERY_CHUNK):
+            soql = format_soql(
+                f"SELECT Id, {column} FROM {self.request.object} WHERE {column} IN {{}}", part
+            )
+            for record in self.client.query(soql):
+                by_value[norm(record.get(column))] = record["Id"]
+        return {
+            i: by_value[norm(v)]
+            for i, v in enumerate(values)
+            if v is not None and norm(v) in by_value and by_value[norm(v)] not in known_ids
+        }
+
+    def _find_by_content(
+        self, rows: pa.Table, columns: list[str], sent_at: dt.datetime, known_ids: set[str]
+    ) -> dict[int, str]:
+        fields = {c: self.describe.field(c) for c in columns}
+        values = {c: rows.column(c).to_pylist() for c in columns}
+        since = (sent_at - CLOCK_MARGIN).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # Narrow the query by one text field the rows fill in, when there is one.
+        narrow = next(
+            (
+                c
+                for c in columns
+                if fields[c] is not None
+                and fields[c].type in _TEXT_TYPES  # type: ignore[union-attr]
+                and all(v is not None for v in values[c])
+            ),
+            None,
+        )
+        select = ", ".join(["Id", *columns])
+        base = (
+            f"SELECT {select} FROM {self.request.object} "
+            f"WHERE CreatedById = {{}} AND CreatedDate >= {since}"
+        )
+        records: list[dict[str, Any]] = []
+        if narrow is None:
+            records.extend(self.client.query(format_soql(base, self.user_id())))
+        else:
+            for part in _chunks(sorted({str(v) for v in values[narrow]}), QUERY_CHUNK):
+                soql = format_soql(base + f" AND {narrow} IN {{}}", self.user_id(), part)
+                records.extend(self.client.query(soql))
+        candidates: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+        for record in records:
+            if record["Id"] in known_ids:
+                continue
+            key = _normalize(record.get(narrow), fields[narrow]) if narrow else None
+            candidates[key].append(record)
+        found: dict[int, str] = {}
+        taken: set[str] = set()
+        for i in range(rows.num_rows):
+            key = _normalize(values[narrow][i], fields[narrow]) if narrow else None
+            for record in candidates.get(key, []):
+                if record["Id"] in taken:
+                    continue
+                if all(
+                    values[c][i] is None
+                    or _normalize(values[c][i], fields[c]) == _normalize(record.get(c), fields[c])
+                    for c in columns
+                ):
+                    found[i] = record["Id"]
+                    taken.add(record["Id"])  # identical rows get distinct records
+                    break
+        return found
+
+
+def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _normalize(value: Any, field: FieldDescribe | None, *, fold: bool = False) -> Any:
+    """A value as Salesforce compares it, whichever side (the plan's canonical value or a
+    SOQL answer) it comes from."""
+    if value is None:
+        return None
+    kind = field.type if field is not None else "string"
+    if kind in _NUMBER_TYPES:
+        try:
+            return round(float(value), 9)
+        except (TypeError, ValueError):
+            return value
+    if kind == "boolean":
+        return value if isinstance(value, bool) else str(value).lower() == "true"
+    if kind == "date":
+        return str(value)[:10]
+    if kind == "datetime":
+        text = str(value).replace("Z", "+00:00")
+        if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
+            text = text[:-2] + ":" + text[-2:]  # +0000 -> +00:00
+        try:
+            return dt.datetime.fromisoformat(text).astimezone(dt.UTC).replace(microsecond=0)
+        except ValueError:
+            return text
+    if kind == "multipicklist":
+        return tuple(sorted(str(value).split(";")))
+    text = str(value)
+    return text.lower() if fold else text
