@@ -146,6 +146,10 @@ def sync_metadata(summary: SyncSummary) -> dict[str, Any]:
         "removed": dg.MetadataValue.int(summary.removed),
         "invalid": dg.MetadataValue.int(summary.invalid),
     }
+    if summary.reconciled:
+        metadata["reconciled"] = dg.MetadataValue.int(summary.reconciled)
+    if summary.unconfirmed:
+        metadata["unconfirmed"] = dg.MetadataValue.int(summary.unconfirmed)
     if summary.stopped_reason:
         metadata["stopped_reason"] = dg.MetadataValue.text(summary.stopped_reason)
     return metadata
@@ -272,13 +276,27 @@ def _user_errors_as_failures() -> Iterator[None]:
 def _as_failure(exc: Exception) -> dg.Failure | None:
     """Errors a user can act on become a one-line Failure instead of a traceback."""
     from sf_activation.diff import DeleteRateExceeded
+    from sf_activation.interrupts import SyncInterrupted
+    from sf_activation.lease import LeaseError, LeaseHeld
     from sf_activation.models import ModelError
     from sf_activation.rejects import RejectsError
     from sf_activation.salesforce.errors import SalesforceError
     from sf_activation.state import StateError
     from sf_activation.warehouse import WarehouseError
 
-    known = (ModelError, SalesforceError, WarehouseError, RejectsError, StateError)
+    known = (
+        ModelError,
+        SalesforceError,
+        WarehouseError,
+        RejectsError,
+        StateError,
+        LeaseError,
+        SyncInterrupted,
+    )
+    if isinstance(exc, LeaseHeld):
+        # Another run (CLI, another job, a backfill) is syncing this model: not a failure of
+        # the data, and retrying at once would only be refused again.
+        return dg.Failure(description=str(exc), allow_retries=False)
     if isinstance(exc, DeleteRateExceeded):
         hint = " Launch with `allow_deletes: true` in the Launchpad if the deletes are meant."
         return dg.Failure(description=f"{exc}{hint}", allow_retries=False)
@@ -433,6 +451,13 @@ def _build(
         )
         if summary.stopped_reason:
             context.log.warning(f"{name}: stopped early: {summary.stopped_reason}")
+        if summary.stopped == "unreachable":
+            # What Salesforce confirmed is saved and the rest is pending; the run did not
+            # do its work, and a schedule or sensor must see that.
+            raise dg.Failure(
+                description=f"{name}: {summary.stopped_reason}; rerun to send the rest",
+                metadata=sync_metadata(summary),
+            )
         return dg.MaterializeResult(
             metadata=sync_metadata(summary),
             check_results=[reject_check_result(spec, summary)],

@@ -118,10 +118,25 @@ class LedgerTracker:
         self.unknown: set[str] = set()
 
     def record(self, keys: list[int], rows: pa.Table, **info: str | None) -> str:
+        """Write the entry for `keys`. Keys already in an entry are being sent again (a
+        Bulk job aborted before it was closed, rows a job failed transiently): the new
+        entry covers them, and the old one goes once nothing else of it is outstanding."""
         name = self.ledger.record(rows, **info)  # type: ignore[arg-type]
-        self._left[name] = len(keys)
+        moved: dict[str, int] = {}
         for key in keys:
+            old = self._entry_of.get(key)
+            if old is not None:
+                moved[old] = moved.get(old, 0) + 1
             self._entry_of[key] = name
+        self._left[name] = len(keys)
+        done = []
+        for old, n in moved.items():
+            self._left[old] -= n
+            if self._left[old] <= 0:
+                del self._left[old]
+                if old not in self.unknown:
+                    done.append(old)
+        self.ledger.remove(done)
         return name
 
     def settled(self, keys: list[int], unknown: list[bool]) -> None:

@@ -129,7 +129,6 @@ class SyncRun:
         # Primary keys whose create may have landed (ledger): never sent again blindly.
         self._held: set[str] = set()
         self._held_rows: list[tuple[pa.Table, str]] = []  # (rows, why) for the reject file
-        self._reconciled_rejects = 0
 
     # ---------------------------------------------------------------- plan
     def plan(self) -> Plan:
@@ -216,8 +215,11 @@ class SyncRun:
         left in flight, plan, send, explain, compact. SIGINT/SIGTERM stop it cleanly."""
         start = time.monotonic()
         try:
+            # The stores are proven writable first: nothing, not even the lease, is
+            # written into a store that cannot take the run's commits.
+            self._preflight()
             with self._lease(), stop_on_signals(self.stop, self.spec.name) as signals:
-                self._preflight()
+                self._log_takeover()
                 self._run(signals)
             if signals:
                 raise SyncInterrupted(self._interrupted_message(signals[0]), signals[0])
@@ -241,8 +243,7 @@ class SyncRun:
         )  # fmt: skip
         return self._active_lease
 
-    def _preflight(self) -> None:
-        """Fail before anything is sent if what the run must write cannot be written."""
+    def _log_takeover(self) -> None:
         previous = self._active_lease.taken_over if self._active_lease else None
         if previous is not None:
             log.warning(
@@ -250,6 +251,9 @@ class SyncRun:
                 "left in flight",
                 self.spec.name, previous.run_id, previous.host,
             )  # fmt: skip
+
+    def _preflight(self) -> None:
+        """Fail before anything is sent if what the run must write cannot be written."""
         self.state.check_writable()
         check_rejects_writable(
             self.settings.rejects_url, self.spec.name, self.run_id, sse=self.settings.rejects_sse
@@ -289,10 +293,7 @@ class SyncRun:
         if not signals:  # an interrupted run leaves quickly; its commits are durable
             self.state.compact(work_dir=self.work_dir, memory_limit=SEND_PHASE_DUCKDB_MEMORY)
         self.summary.rejected = (
-            self.summary.invalid
-            + self.summary.failed
-            + self.summary.delete_failed
-            + self._reconciled_rejects
+            self.summary.invalid + self.summary.failed + self.summary.delete_failed
         )
         self.summary.reject_codes = dict(sink.codes)
         self.summary.reject_sample = sink.sample
@@ -585,6 +586,12 @@ class SyncRun:
                 pc.is_in(batch.column("__pk").take(pa.array(positions)), value_set=synced_set)
             )
             outcomes = outcomes.take(np.flatnonzero(np.asarray(fresh)).tolist())
+            if not this_run:
+                # A row an earlier run's job refused is simply sent again by this run's
+                # plan, which records the reason in this run's reject file.
+                outcomes = outcomes.take(
+                    np.flatnonzero(outcomes.success_mask() | outcomes.retryable_mask()).tolist()
+                )
             unknown = np.asarray([c == OUTCOME_UNKNOWN for c in outcomes.error_codes], bool)
             accepted = outcomes.success_mask()
             refused = ~accepted & ~outcomes.retryable_mask()
@@ -592,8 +599,6 @@ class SyncRun:
                 self.summary.succeeded += int(np.count_nonzero(accepted))
                 self.summary.failed += int(np.count_nonzero(refused))
                 self.summary.retried -= int(np.count_nonzero(accepted | refused))
-            else:
-                self._reconciled_rejects += int(np.count_nonzero(refused))
             self.summary.reconciled += int(np.count_nonzero(accepted | refused))
             commits = self._reconcile(outcomes, in_flight, sink, count=False)
             if commits:

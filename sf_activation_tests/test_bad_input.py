@@ -280,7 +280,9 @@ def test_rejects_store_not_writable_fails_the_run_and_the_rejects_are_not_lost(
     ws.model("m", GOOD_MODEL)
     env = {"SF_ACTIVATION_REJECTS_URL": str(blocker / "rejects")}
     stderr = _one_line_error(ws.run("sync", "m", check=False, env=env), 1)
-    assert "could not write rejects" in stderr
+    assert "rejects store" in stderr and "is not writable" in stderr
+    # Found before anything was sent, not after the rows landed.
+    assert ws.write_calls() == 0 and ws.emulator.records("Account") == []
     assert_promise_kept(ws, ws.sync("m"))
 
 
@@ -293,7 +295,7 @@ def test_state_store_not_writable_fails_the_run_and_a_fixed_rerun_converges(
     ws.model("m", GOOD_MODEL)
     env = {"SF_ACTIVATION_STATE_URL": str(blocker / "state")}
     stderr = _one_line_error(ws.run("sync", "m", check=False, env=env), 1)
-    assert "state" in stderr.lower()
-    # At most the batch whose commit failed reached Salesforce; upsert re-sends it harmlessly.
-    assert len(ws.emulator.records("Account")) <= 200 * 8
+    assert "state store" in stderr and "is not writable" in stderr
+    # Found before anything was sent: no record landed whose commit could not be saved.
+    assert ws.write_calls() == 0 and ws.emulator.records("Account") == []
     assert_promise_kept(ws, ws.sync("m"))

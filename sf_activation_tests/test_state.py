@@ -238,8 +238,10 @@ def test_sequence_continues_across_runs_and_after_older_files(tmp_path: Path) ->
     commits.mkdir(parents=True)
     old = normalize_state(rows(["a"], hashes=["h-old"]))
     pq.write_table(old, commits / "20991231T235959000000Z-old-000001.parquet")
-    assert StateStore(str(tmp_path), "accounts", run_id="r1").commit(rows(["a"])).startswith(
-        "s000000000001-"
+    assert (
+        StateStore(str(tmp_path), "accounts", run_id="r1")
+        .commit(rows(["a"]))
+        .startswith("s000000000001-")
     )
     # The newer scheme's commit wins over the older file whatever the dates say.
     assert as_dict(store.load()) == {"a": "h-a"}

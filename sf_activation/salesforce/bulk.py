@@ -398,7 +398,6 @@ class BulkSender:
         return None  # pragma: no cover
 
     def _run_job(self, spool: JobSpool) -> None:
-        layout = spool.layout
         try:
             # A job costs ~6 calls plus polls; start it only if the budget allows all of
             # them, and let a started job finish (its rows would otherwise be unaccounted).
@@ -410,15 +409,45 @@ class BulkSender:
             return
         job_id: str | None = None
         try:
-            body: dict[str, Any] = {
-                "object": layout.object,
-                "operation": layout.operation,
-                "contentType": "CSV",
-                "lineEnding": "LF",
-                "columnDelimiter": "COMMA",
-            }
-            if layout.operation == "upsert":
-                body["externalIdFieldName"] = layout.identity
+            job_id = self._open_and_upload(spool)
+            self._close(job_id)
+            final = self._poll(job_id)
+        except SalesforceError as exc:
+            if isinstance(exc, ApiLimitError):
+                self.stop.set(str(exc))
+            if job_id is None:
+                self._report_job_failed(spool, f"could not create the Bulk job: {exc}")
+                return
+            log.warning("bulk job %s could not be completed: %s", job_id, exc)
+            final = self._job_info(job_id)
+            if final is not None and final.state not in _TERMINAL:
+                self._abort(job_id)  # stop it, then read what it did
+                final = self._job_info(job_id)
+            if final is None:
+                # Salesforce cannot tell what became of the job: its rows may be applied.
+                self._report_unknown(spool.layout, spool.read_rows(), job_id, str(exc))
+                return
+        self._reconcile(spool.layout, spool.read_rows(), spool.attempt, final)
+
+    def _open_and_upload(self, spool: JobSpool) -> str:
+        """Create a job and upload the spool's CSV; returns the job id.
+
+        An upload whose answer is lost may or may not have arrived, and a job takes one
+        upload only. Nothing is applied before the job is closed, so such a job is aborted
+        and the rows go into a fresh job instead.
+        """
+        layout = spool.layout
+        body: dict[str, Any] = {
+            "object": layout.object,
+            "operation": layout.operation,
+            "contentType": "CSV",
+            "lineEnding": "LF",
+            "columnDelimiter": "COMMA",
+        }
+        if layout.operation == "upsert":
+            body["externalIdFieldName"] = layout.identity
+        for attempt in range(1, self.policy.max_attempts + 1):
+            # A lost answer to the create leaves an Open job no one closes: it applies nothing.
             info = self._control(
                 self.session.json, "POST", "jobs/ingest", json=body, check_budget=False
             )
@@ -433,29 +462,37 @@ class BulkSender:
             log.info(
                 "bulk job %s: %s %s, %d rows", job_id, layout.operation, layout.object, spool.rows
             )
-            self._control(self._upload, job_id, spool.csv_path)
-            self._control(
-                self.session.json,
-                "PATCH",
-                f"jobs/ingest/{job_id}",
-                json={"state": "UploadComplete"},
-                check_budget=False,
-            )
-            final = self._poll(job_id)
-        except SalesforceError as exc:
-            if isinstance(exc, ApiLimitError):
-                self.stop.set(str(exc))
-            if job_id is None:
-                self._report_job_failed(spool, f"could not create the Bulk job: {exc}")
+            try:
+                self._upload(job_id, spool.csv_path)
+                return job_id
+            except TransientError as exc:
+                if attempt >= self.policy.max_attempts:
+                    raise
+                log.warning("bulk job %s: upload failed (%s); using a new job", job_id, exc)
+                self._abort(job_id)
+                time.sleep(self.policy.delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _close(self, job_id: str) -> None:
+        """Mark the upload complete. A close whose answer was lost may have been applied:
+        the job's state says, before the close is sent again."""
+        for attempt in range(1, self.policy.max_attempts + 1):
+            try:
+                self.session.json(
+                    "PATCH",
+                    f"jobs/ingest/{job_id}",
+                    json={"state": "UploadComplete"},
+                    check_budget=False,
+                )
                 return
-            log.warning("bulk job %s could not be completed: %s", job_id, exc)
-            self._abort(job_id)
-            final = self._job_info(job_id)
-            if final is None:
-                # Salesforce cannot tell what became of the job: its rows may be applied.
-                self._report_unknown(spool.layout, spool.read_rows(), job_id, str(exc))
-                return
-        self._reconcile(spool.layout, spool.read_rows(), spool.attempt, final)
+            except TransientError as exc:
+                if attempt >= self.policy.max_attempts:
+                    raise
+                time.sleep(self.policy.delay(attempt))
+                info = self._job_info(job_id)
+                if info is not None and info.state != "Open":
+                    return
+                log.info("bulk job %s: closing again after %s", job_id, exc)
 
     def resume(self, job_id: str, rows: pa.Table, attempt: int = 1) -> None:
         """Report the outcome of every row of a job an earlier run started (`rows`: the

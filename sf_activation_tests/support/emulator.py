@@ -82,6 +82,14 @@ class EmulatorHandle:
     def reset(self) -> None:
         self.http.post(self.url("/__emulator/reset"), timeout=10).raise_for_status()
 
+    def set_faults(self, spec: str, seed: int | None = None) -> None:
+        """Change the emulator's faults while it runs (`""` clears them)."""
+        body: dict[str, Any] = {"faults": spec}
+        if seed is not None:
+            body["seed"] = seed
+        response = self.http.post(self.url("/__emulator/faults"), json=body, timeout=10)
+        response.raise_for_status()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
