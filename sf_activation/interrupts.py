@@ -5,8 +5,9 @@ or SIGINT. Raising at once would leave calls that Salesforce is applying with no
 record their outcome (an insert rerun would then create them again). So the first signal
 only asks the run to stop: no new call or Bulk job starts, the calls in flight are
 answered and committed, and the run then ends with `SyncInterrupted`. A second signal
-raises KeyboardInterrupt at once (what a user pressing Ctrl-C twice expects); the send
-path's `finally` blocks still hand back and commit what was confirmed.
+raises KeyboardInterrupt at once, skipping the rest of the run (rejects, compaction); the
+send path's `finally` blocks still wait for the calls in flight and commit what they
+confirmed, because leaving them unrecorded is what would create duplicates.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def stop_on_signals(stop: StopSignal, model: str) -> Iterator[list[int]]:
         stop.set(f"interrupted by {name}", "interrupted")
         print(
             f"sf-activation: {name}: {model}: stopping — no new calls; waiting for the calls "
-            "in flight and saving what Salesforce confirmed (send it again to stop at once)",
+            "in flight and saving what Salesforce confirmed",
             file=sys.stderr,
             flush=True,
         )

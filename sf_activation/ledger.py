@@ -139,6 +139,11 @@ class LedgerTracker:
         self.ledger.remove(done)
         return name
 
+    @property
+    def active(self) -> bool:
+        """Whether any key in flight belongs to an entry (only creates are recorded)."""
+        return bool(self._entry_of)
+
     def settled(self, keys: list[int], unknown: list[bool]) -> None:
         """`keys` have outcomes now committed; remove the entries that are done."""
         done: list[str] = []

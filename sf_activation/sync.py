@@ -494,8 +494,10 @@ class SyncRun:
             kill_point("after_send_before_commit")  # test hook
             self.state.commit(pa.concat_tables(commits))
             kill_point("after_commit")  # test hook
-        # Only now, with the outcomes durable, may their ledger entries go.
-        self.ledger.settled(settled.keys, [c == OUTCOME_UNKNOWN for c in settled.error_codes])
+        if self.ledger.active:
+            # Only now, with the outcomes durable, may their ledger entries go.
+            unknown = [c == OUTCOME_UNKNOWN for c in settled.error_codes]
+            self.ledger.settled(settled.keys, unknown)
         self._last_commit = time.monotonic()
 
     def _reconcile(
