@@ -41,6 +41,9 @@ class SalesforceSettings(BaseModel):
     ca_bundle: Path | None = None
     # Stop a run cleanly before it spends more than this share of the org's daily API calls.
     max_api_usage_share: float = 0.8
+    # Seconds to wait for an answer. Bulk result downloads and 200-record writes on a busy
+    # org can take minutes; a create that times out is reconciled, never sent again blindly.
+    read_timeout_s: float = Field(default=300.0, gt=0)
 
     @field_validator("api_version")
     @classmethod
@@ -89,6 +92,12 @@ class SalesforceSettings(BaseModel):
             "api_version": get("SALESFORCE_API_VERSION") or DEFAULT_API_VERSION,
             "ca_bundle": get("SALESFORCE_CA_BUNDLE"),
         }
+        timeout = get("SALESFORCE_READ_TIMEOUT_S")
+        if timeout is not None:
+            try:
+                values["read_timeout_s"] = float(timeout)
+            except ValueError:
+                raise ValueError(f"SALESFORCE_READ_TIMEOUT_S={timeout!r} is not a number") from None
         share = get("SF_ACTIVATION_MAX_API_USAGE")
         if share is not None:
             values["max_api_usage_share"] = float(share)

@@ -23,12 +23,17 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from simple_salesforce.format import format_soql
 
-from sf_activation.ledger import LedgerEntry
+from sf_activation.in_flight import InFlight
+from sf_activation.ledger import LedgerEntry, LedgerTracker
+from sf_activation.rejects import RejectSink
 from sf_activation.salesforce.client import SalesforceClient
 from sf_activation.salesforce.describe import FieldDescribe, ObjectDescribe
 from sf_activation.salesforce.errors import SalesforceError
@@ -38,6 +43,10 @@ from sf_activation.salesforce.outcomes import (
     Outcomes,
     SendRequest,
 )
+from sf_activation.settle import Settler, field_columns, row_record
+from sf_activation.state import StateStore
+from sf_activation.summary import SyncSummary
+from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +57,6 @@ CLOCK_MARGIN = dt.timedelta(hours=24)
 QUERY_CHUNK = 200
 _TEXT_TYPES = {"string", "email", "phone", "url", "textarea", "picklist", "combobox", "id"}
 _NUMBER_TYPES = {"int", "double", "currency", "percent", "long"}
-
-
-def field_columns(rows: pa.Table) -> list[str]:
-    return [n for n in rows.column_names if not n.startswith("__")]
 
 
 class LedgerReconciler:
@@ -285,3 +290,144 @@ def _normalize(value: Any, field: FieldDescribe | None, *, fold: bool = False) -
         return tuple(sorted(str(value).split(";")))
     text = str(value)
     return text.lower() if fold else text
+
+
+class LedgerPass:
+    """One run's reconciliation of ledger entries: commits what Salesforce holds, holds
+    what it cannot tell yet (never sent again by this run), explains the held rows."""
+
+    def __init__(
+        self,
+        *,
+        client: SalesforceClient,
+        state: StateStore,
+        ledger: LedgerTracker,
+        settler: Settler,
+        summary: SyncSummary,
+        nulls: str,
+        concurrency: int,
+        grace_s: float,
+        work_dir: Path,
+    ) -> None:
+        self.client = client
+        self.state = state
+        self.ledger = ledger
+        self.settler = settler
+        self.summary = summary
+        self.nulls = nulls
+        self.concurrency = concurrency
+        self.grace_s = grace_s
+        self.work_dir = work_dir
+        self.held: set[str] = set()  # primary keys whose create may have landed
+        self._held_rows: list[tuple[pa.Table, str]] = []  # (rows, why) for the reject file
+
+    def run(self, entries: list[LedgerEntry], *, this_run: bool) -> bool:
+        """Resolve `entries`. `this_run`: they are this run's own (their rows were counted
+        as retried; they move to succeeded or failed as resolved). Returns whether state
+        changed."""
+        if not entries:
+            return False
+        log.warning(
+            "%s: %d send(s) of %s left without a known outcome; asking Salesforce",
+            self.state.model, len(entries), "this run" if this_run else "an earlier run",
+        )  # fmt: skip
+        known = self.state.load(["pk", "sf_id", "status"], work_dir=self.work_dir)
+        synced = pc.equal(known.column("status"), "synced")
+        synced_pks = pa.array(
+            sorted(set(known.column("pk").filter(synced).to_pylist())), pa.string()
+        )
+        known_ids = {i for i in known.column("sf_id").to_pylist() if i}
+        changed = False
+        for entry in entries:
+            changed |= self._resolve(entry, synced_pks, known_ids, this_run=this_run)
+        return changed
+
+    def _resolve(
+        self, entry: LedgerEntry, synced_pks: pa.Array, known_ids: set[str], *, this_run: bool
+    ) -> bool:
+        rows = entry.rows
+        # Rows a later commit already confirmed need nothing (their Ids are in state). A
+        # Bulk job is read whole (its results are matched to all its rows), and the
+        # outcomes of such rows are dropped afterwards.
+        if entry.info.bulk_job_id is None:
+            rows = rows.filter(pc.invert(pc.is_in(rows.column("__pk"), value_set=synced_pks)))
+        if rows.num_rows == 0:
+            self.ledger.ledger.remove([entry.name])
+            return False
+        request = SendRequest(
+            object=entry.info.object,
+            operation="insert",
+            transport="bulk" if entry.info.bulk_job_id else "composite",
+            nulls=self.nulls,  # type: ignore[arg-type]
+            concurrency=self.concurrency,
+        )
+        reconciler = LedgerReconciler(
+            self.client, self.client.describe(entry.info.object), request, grace_s=self.grace_s
+        )
+        in_flight = InFlight()
+        batch = rows.combine_chunks().to_batches()[0]
+        keys = in_flight.keyed(0, batch)
+        outcomes = reconciler.resolve(
+            LedgerEntry(entry.name, entry.info, rows), keys.to_pylist(), known_ids
+        )
+        _, positions = InFlight.locate(outcomes)
+        fresh = pc.invert(
+            pc.is_in(batch.column("__pk").take(pa.array(positions)), value_set=synced_pks)
+        )
+        outcomes = outcomes.take(np.flatnonzero(np.asarray(fresh)).tolist())
+        if not this_run:
+            # A row an earlier run's job refused is simply sent again by this run's plan,
+            # which records the reason in this run's reject file.
+            outcomes = outcomes.take(
+                np.flatnonzero(outcomes.success_mask() | outcomes.retryable_mask()).tolist()
+            )
+        unknown = np.asarray([c == OUTCOME_UNKNOWN for c in outcomes.error_codes], bool)
+        accepted = outcomes.success_mask()
+        refused = ~accepted & ~outcomes.retryable_mask()
+        if this_run:
+            self.summary.succeeded += int(np.count_nonzero(accepted))
+            self.summary.failed += int(np.count_nonzero(refused))
+            self.summary.retried -= int(np.count_nonzero(accepted | refused))
+        self.summary.reconciled += int(np.count_nonzero(accepted | refused))
+        commits = self.settler.apply(outcomes, in_flight, count=False)
+        if commits:
+            self.state.commit(pa.concat_tables(commits))
+            known_ids.update(i for i in outcomes.sf_ids if i)
+        if unknown.any():
+            _, positions = InFlight.locate(outcomes.take(np.flatnonzero(unknown).tolist()))
+            held = batch.take(pa.array(positions))
+            self.held.update(held.column("__pk").to_pylist())
+            message = outcomes.messages[int(np.flatnonzero(unknown)[0])] or ""
+            self._held_rows.append((pa.Table.from_batches([held]), message))
+        else:
+            kill_point("ledger_resolved")  # test hook: committed, entry not yet removed
+            self.ledger.ledger.remove([entry.name])
+        return bool(commits)
+
+    def not_held(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """`batch` without the rows held back."""
+        if not self.held or batch.num_rows == 0:
+            return batch
+        held = pc.is_in(batch.column("__pk"), value_set=pa.array(sorted(self.held), pa.string()))
+        return batch.filter(pc.invert(held))
+
+    def explain(self, sink: RejectSink) -> None:
+        """Rows held because Salesforce has not told whether their create landed: one line
+        each in the reject file (OUTCOME_UNKNOWN), counted as unconfirmed."""
+        seen: set[str] = set()
+        for rows, message in self._held_rows:
+            for batch in rows.to_batches():
+                columns = field_columns(batch)
+                for row, pk in enumerate(batch.column("__pk").to_pylist()):
+                    if pk in seen:
+                        continue
+                    seen.add(pk)
+                    sink.add(
+                        primary_key=pk,
+                        record=row_record(batch, row, columns),
+                        error_code=OUTCOME_UNKNOWN,
+                        message=message,
+                        fields=[],
+                        transport=self.summary.transport,
+                    )
+        self.summary.unconfirmed = len(seen)

@@ -147,6 +147,20 @@ def test_answers_lost_after_salesforce_applied_them_create_nothing_twice(
         assert first["succeeded"] == ROWS and first["unconfirmed"] <= len(ORPHANS), first
 
 
+def test_answers_slower_than_the_read_timeout_create_nothing_twice(ws: Workspace) -> None:
+    create_accounts(ws, ROWS)
+    _model(ws, "insert", "composite", key_field="Description")
+    # Salesforce applies the creates at once but answers after the client gave up.
+    ws.emulator.set_faults(f"{BASE_FAULTS},slow=0.5,slow_seconds=3", seed=1)
+    first = ws.sync("m", env={"SALESFORCE_READ_TIMEOUT_S": "1"})
+    slow = ws.emulator.stats()["faults"]["slow"]
+    ws.emulator.set_faults(BASE_FAULTS)
+    assert slow >= 1, first
+    assert first["succeeded"] == ROWS and first["unconfirmed"] <= len(ORPHANS), first
+    runs = [first, *(_settle(ws) if _unsettled(first) else [])]
+    _assert_exactly_once(ws, runs, "Description", "insert")
+
+
 def test_bulk_results_that_cannot_be_downloaded_are_read_again_not_inserted_again(
     ws: Workspace,
 ) -> None:
@@ -335,7 +349,8 @@ def test_dagster_runs_take_the_same_lease(
     defs = build_definitions(slow_ws.models)
     job = defs.resolve_job_def("sync_m")
     with ModelLease(slow_ws.state_url, "m", "cli-run-holding-it"):
-        refused = job.execute_in_process(
+        # `sync_all` launched while another run (here the command line) syncs the model.
+        refused = defs.resolve_job_def("sync_all").execute_in_process(
             raise_on_error=False, instance=dg.DagsterInstance.ephemeral()
         )
         assert not refused.success

@@ -123,10 +123,11 @@ class SalesforceSession:
         self,
         settings: SalesforceSettings,
         *,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: tuple[float, float] | None = None,
         pool_size: int = 32,
     ) -> None:
         self.settings = settings
+        timeout = timeout or (DEFAULT_TIMEOUT[0], settings.read_timeout_s)
         self.timeout = timeout
         self.api_version = settings.api_version
         self.http = requests.Session()
