@@ -35,6 +35,7 @@ from sf_activation_tests.support.reliability import (
     expected_valid,
     model_body,
 )
+from sf_activation_tests.support.s3 import s3_server, s3_url  # noqa: F401
 from sf_activation_tests.support.workspace import Workspace
 
 pytestmark = pytest.mark.slow
@@ -412,3 +413,36 @@ def test_salesforce_going_away_mid_run_exits_1_and_the_rerun_finishes_exactly(
         assert_promise_kept(ws, runs[-1])
         counts = Counter(r["External_Id__c"] for r in again.records("Account"))
         assert max(counts.values()) == 1
+
+
+def test_on_s3_a_dead_runs_lease_expires_and_the_next_run_reconciles_its_ledger(
+    tmp_path: Path,
+    emulator_once: EmulatorHandle,
+    s3_url: str,  # noqa: F811
+) -> None:
+    # Production layout: state (ledger and lease included) and rejects on S3.
+    emulator_once.set_faults(BASE_FAULTS)
+    emulator_once.reset()
+    ws = Workspace(tmp_path / "ws", emulator_once, rejects_url=f"{s3_url}/rejects")
+    ws.state_url = f"{s3_url}/state"
+    ws.env.update({"SF_ACTIVATION_STATE_URL": ws.state_url, "SF_ACTIVATION_LEASE_TTL_S": "2"})
+    create_accounts(ws, ROWS)
+    _model(ws, "insert", "composite", key_field="Description")
+    killed = ws.run(
+        "sync",
+        "m",
+        "--json",
+        check=False,
+        env={"SF_ACTIVATION_TEST_KILL_AT": "after_send_before_commit:1"},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    landed = len(emulator_once.records("Account"))
+    assert landed >= 200  # created by the dead run, not recorded in state
+    # The dead run's lease is still there: a run that does not wait is refused ...
+    refused = ws.run("sync", "m", "--json", check=False)
+    assert refused.returncode == 1 and "is being synced by run" in refused.stderr
+    # ... and one that waits takes it over once it expires (by S3's clock), then finds
+    # what the dead run created instead of creating it again.
+    runs = _settle(ws, env={"SF_ACTIVATION_LEASE_WAIT_S": "30"})
+    assert runs[0]["reconciled"] >= landed, runs[0]
+    _assert_exactly_once(ws, runs, "Description", "insert")
