@@ -34,6 +34,8 @@ META_COLUMNS = ("__pk", "__error_code", "__error_message")
 CLASSES = ("invalid", "added", "changed", "unchanged", "pending", "removed")
 NULL_PRIMARY_KEY = "NULL_PRIMARY_KEY"
 DUPLICATE_PRIMARY_KEY = "DUPLICATE_PRIMARY_KEY"
+# Salesforce's own code for an External ID several records of one call share.
+DUPLICATE_EXTERNAL_ID = "DUPLICATE_EXTERNAL_ID"
 # Rows whose previous payload is kept for sample_changes (changed and pending first).
 SAMPLE_LIMIT = 100
 
@@ -167,6 +169,11 @@ class Plan:
         """Records whose rows left the model: ``__pk, __sf_id`` (mirror deletes these)."""
         yield from self._reader("SELECT __pk, __sf_id FROM removed ORDER BY __pk", batch_rows)
 
+    def iter_superseded(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
+        """Keys that left the model while a current row carries their record's match key:
+        ``__pk, __sf_id`` (forgotten, never deleted: the record is the current row's)."""
+        yield from self._reader("SELECT __pk, __sf_id FROM superseded ORDER BY __pk", batch_rows)
+
     def iter_invalid(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
         """Rows never sent: ``__pk, __error_code, __error_message`` + the field columns."""
         yield from self._reader(
@@ -266,6 +273,8 @@ def plan_changes(
     schema: pa.Schema | None = None,
     memory_limit: str = "1GB",
     threads: int | None = None,
+    match_field: str | None = None,
+    match_case_sensitive: bool = False,
 ) -> Plan:
     """Diff this run's rows against the state and return the :class:`Plan`.
 
@@ -275,6 +284,10 @@ def plan_changes(
     rows left the model (pass False for everything but mirror). ``insert_only`` (insert
     models) sends only added and pending rows, never changed or unchanged ones, since
     re-sending them would create duplicates. ``schema`` gives the field columns when ``source`` may be empty.
+    ``match_field`` (mirror: the External ID field) keeps a record whose old primary key left
+    the model from being deleted when a current row carries the same match key, compared as
+    Salesforce compares it (case-insensitively unless ``match_case_sensitive``): that row
+    was just written to the same record (``Plan.iter_superseded``).
     """
     work_dir = Path(work_dir)
     db_dir = work_dir / f"plan-{uuid.uuid4().hex[:12]}"
@@ -309,7 +322,12 @@ def plan_changes(
             # A view, not a table: the state is scanned where it lies (Parquet), never
             # copied; DuckDB pushes the projection down so payloads are not read here.
             con.execute(f"CREATE TEMP VIEW st AS SELECT pk, hash, sf_id, status FROM ({state_sql})")
-            _classify(con, detect_removed)
+            if match_field is not None and match_field not in fields:
+                match_field = None
+            _classify(con, detect_removed, match_field, match_case_sensitive)
+            _supersede(
+                con, state_sql, match_field if detect_removed else None, match_case_sensitive
+            )
             # Previous payloads of the first rows a human will be shown (sample_changes).
             con.execute(
                 f"""
@@ -332,6 +350,7 @@ def plan_changes(
             counts[cls] = n
         counts["rows"] = sum(counts[c] for c in CLASSES if c != "removed")
         counts["removed"] = con.sql("SELECT count(*) FROM removed").fetchall()[0][0]
+        counts["superseded"] = con.sql("SELECT count(*) FROM superseded").fetchall()[0][0]
         counts["state_rows"] = state_rows
         counts["state_synced"] = synced
         con.execute("CHECKPOINT")
@@ -342,14 +361,50 @@ def plan_changes(
     return Plan(con, db_dir, fields, full_resync, counts, insert_only)
 
 
-def _classify(con: duckdb.DuckDBPyConnection, detect_removed: bool) -> None:
-    """Tables ``planned`` (one row per source row: class, error, sf_id) and ``removed``."""
+def _match_key(expr: str, case_sensitive: bool) -> str:
+    """A match field's value as Salesforce compares it."""
+    return expr if case_sensitive else f"lower({expr})"
+
+
+def _classify(
+    con: duckdb.DuckDBPyConnection,
+    detect_removed: bool,
+    match_field: str | None = None,
+    case_sensitive: bool = False,
+) -> None:
+    """Tables ``planned`` (one row per source row: class, error, sf_id) and ``removed``.
+
+    With ``match_field``, rows whose match key (as Salesforce compares it) another row
+    shares are invalid too: Salesforce would write them all to one record, the last one
+    winning, or refuse them when they meet in one call.
+    """
     con.execute(
         """
         CREATE TABLE dups AS
         SELECT __pk FROM src WHERE __pk IS NOT NULL GROUP BY __pk HAVING count(*) > 1
         """
     )
+    if match_field is not None:
+        key = _match_key(_q(match_field), case_sensitive)
+        con.execute(
+            f"""
+            CREATE TABLE dupkeys AS
+            SELECT {key} AS k FROM src WHERE {_q(match_field)} IS NOT NULL
+            GROUP BY 1 HAVING count(*) > 1
+            """
+        )
+        row_key = _match_key("s." + _q(match_field), case_sensitive)
+        dup_join = f"LEFT JOIN dupkeys dk ON {row_key} = dk.k"
+        compared = "" if case_sensitive else " (compared case-insensitively, as Salesforce does)"
+        dup_code = f"WHEN dk.k IS NOT NULL THEN '{DUPLICATE_EXTERNAL_ID}'"
+        # The value itself is in the reject's record (masked there when redacted).
+        dup_message = (
+            f"WHEN dk.k IS NOT NULL THEN 'Another row has the same {match_field} value"
+            f"{compared}: Salesforce would write both to one record'"
+        )
+        dup_invalid = "OR dk.k IS NOT NULL"
+    else:
+        dup_join = dup_code = dup_message = dup_invalid = ""
     con.execute(
         f"""
         CREATE TABLE planned AS
@@ -357,16 +412,19 @@ def _classify(con: duckdb.DuckDBPyConnection, detect_removed: bool) -> None:
                CASE
                  WHEN s.__pk IS NULL THEN '{NULL_PRIMARY_KEY}'
                  WHEN d.__pk IS NOT NULL THEN '{DUPLICATE_PRIMARY_KEY}'
+                 {dup_code}
                  ELSE s.__error_code
                END AS __error_code,
                CASE
                  WHEN s.__pk IS NULL THEN 'The primary key is null'
                  WHEN d.__pk IS NOT NULL
                    THEN 'The primary key ' || s.__pk || ' appears on more than one row'
+                 {dup_message}
                  ELSE s.__error_message
                END AS __error_message,
                CASE
                  WHEN s.__pk IS NULL OR d.__pk IS NOT NULL OR s.__error_code IS NOT NULL
+                   {dup_invalid}
                    THEN 'invalid'
                  WHEN st.pk IS NULL THEN 'added'
                  WHEN st.status = 'rejected' THEN 'pending'
@@ -376,9 +434,11 @@ def _classify(con: duckdb.DuckDBPyConnection, detect_removed: bool) -> None:
                st.sf_id AS __sf_id
         FROM src s
         LEFT JOIN dups d ON s.__pk = d.__pk
+        {dup_join}
         LEFT JOIN st ON s.__pk = st.pk
         """
     )
+    con.execute("DROP TABLE IF EXISTS dupkeys")
     # Removed: records known to exist in Salesforce (an sf_id recorded by an earlier
     # sync; a later rejected update keeps it) whose key no longer appears at all.
     removed_where = "st.sf_id IS NOT NULL" if detect_removed else "FALSE"
@@ -390,6 +450,36 @@ def _classify(con: duckdb.DuckDBPyConnection, detect_removed: bool) -> None:
         """
     )
     con.execute("DROP TABLE dups")
+
+
+def _supersede(
+    con: duckdb.DuckDBPyConnection, state_sql: str, match_field: str | None, case_sensitive: bool
+) -> None:
+    """Move out of ``removed`` the records a current row still maps to by its match key
+    (a regenerated primary key, a key whose case changed): table ``superseded``."""
+    if match_field is None or match_field not in _src_columns(con):
+        con.execute("CREATE TABLE superseded AS SELECT __pk, __sf_id FROM removed WHERE FALSE")
+        return
+
+    def canon(expr: str) -> str:
+        return expr if case_sensitive else f"lower({expr})"
+
+    old_key = canon(f"json_extract_string(p.payload, {_lit('$.' + _q(match_field))})")
+    con.execute(
+        f"""
+        CREATE TABLE superseded AS
+        SELECT r.__pk, r.__sf_id FROM removed r JOIN ({state_sql}) p ON p.pk = r.__pk
+        WHERE {old_key} IN (
+            SELECT {canon("s." + _q(match_field))} FROM src s
+            JOIN planned pl ON pl.__seq = s.rowid WHERE pl.__class <> 'invalid'
+        )
+        """
+    )
+    con.execute("DELETE FROM removed WHERE __pk IN (SELECT __pk FROM superseded)")
+
+
+def _src_columns(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {row[0] for row in con.sql("DESCRIBE src").fetchall()}
 
 
 @contextmanager

@@ -28,6 +28,9 @@ class SyncSummary:
     rejected: int = 0
     retried: int = 0
     deleted: int = 0
+    # mirror: keys that left the model while a current row carries their record's match
+    # key or Id (a regenerated primary key, a key whose case changed): kept, not deleted
+    superseded: int = 0
     delete_failed: int = 0  # mirror deletes Salesforce refused (in the reject file)
     api_calls: int = 0
     rejects_url: str | None = None

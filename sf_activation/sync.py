@@ -147,6 +147,8 @@ class SyncRun:
                 work_dir=self.work_dir,
                 detect_removed=spec.operation == "mirror",
                 schema=output_schema(spec.fields, describe),
+                match_field=self._match_field(),
+                match_case_sensitive=_case_sensitive(describe, spec.external_id),
             )
         counts = plan.counts
         for name in ("rows", "invalid", "added", "changed", "unchanged", "pending", "removed"):
@@ -178,6 +180,15 @@ class SyncRun:
         plan.limit_memory(SEND_PHASE_DUCKDB_MEMORY)
         self._plan = plan
         return plan
+
+    def _match_field(self) -> str | None:
+        """The External ID field records are matched on, when it is one (not Id)."""
+        spec = self.spec
+        if spec.operation in ("upsert", "mirror") or (
+            spec.operation == "update" and "Id" not in spec.fields.values()
+        ):
+            return spec.external_id
+        return None
 
     def dry_run(self) -> SyncSummary:
         start = time.monotonic()
@@ -456,14 +467,23 @@ class SyncRun:
         return out
 
     def _delete_removed(self, plan: Plan, settler: Settler) -> None:
-        """Mirror: delete the records whose rows left the model, by their recorded Id."""
+        """Mirror: delete the records whose rows left the model, by their recorded Id —
+        never a record a current row maps to (by its match key in the plan, or by the Id
+        this run's upsert recorded for it): that old key is forgotten instead."""
         in_flight = InFlight()
         counter = iter(range(1 << 62))
+        held_ids = self._ids_of_current_rows(plan)
 
         def keyed() -> Iterator[pa.RecordBatch]:
             for batch in plan.iter_removed():
                 if batch.num_rows == 0:
                     continue
+                current = pc.fill_null(pc.is_in(batch.column("__sf_id"), value_set=held_ids), False)
+                if pc.any(current).as_py():
+                    self._forget(batch.filter(current))
+                    batch = batch.filter(pc.invert(current))
+                    if batch.num_rows == 0:
+                        continue
                 keys = in_flight.keyed(next(counter), batch)
                 yield pa.RecordBatch.from_arrays(
                     [batch.column("__sf_id"), keys], names=["Id", "__key"]
@@ -481,8 +501,34 @@ class SyncRun:
             nulls=self.spec.nulls,
             concurrency=self.spec.concurrency,
         )
+        for batch in plan.iter_superseded():
+            self._forget(batch)
         report = self.client.send(request, keyed(), on_outcomes, stop=self.stop)
         self.summary.bulk_job_ids.extend(report.bulk_job_ids)
+
+    def _ids_of_current_rows(self, plan: Plan) -> pa.Array:
+        """Record Ids that state holds for keys still in the model (after the upsert)."""
+        if not self.summary.removed:
+            return pa.array([], pa.string())
+        known = self.state.load(["pk", "sf_id", "status"], work_dir=self.work_dir)
+        removed = pa.concat_arrays(
+            [b.column("__pk") for b in plan.iter_removed()] or [pa.array([], pa.string())]
+        )
+        current = pc.and_(
+            pc.equal(known.column("status"), "synced"),
+            pc.invert(pc.is_in(known.column("pk"), value_set=removed)),
+        )
+        return pc.unique(pc.drop_null(known.column("sf_id").filter(current)))
+
+    def _forget(self, batch: pa.RecordBatch) -> None:
+        """Old keys whose record a current row carries: dropped from state, not deleted."""
+        pks = batch.column("__pk").cast(pa.string())
+        log.info("%s: %d key(s) left the model but their record is a current row's: kept",
+                 self.spec.name, len(pks))  # fmt: skip
+        self.state.commit(
+            pa.table({"pk": pks, "status": pa.array(["deleted"] * len(pks), pa.string())})
+        )
+        self.summary.superseded += len(pks)
 
     def _resolve_ids(
         self, batches: Iterable[pa.RecordBatch], sink: RejectSink
@@ -516,6 +562,11 @@ class SyncRun:
                     )
             batch = batch.append_column("Id", ids).filter(pc.invert(missing))
             yield batch
+
+
+def _case_sensitive(describe: Any, field: str | None) -> bool:
+    described = describe.field(field) if field else None
+    return bool(described is not None and described.caseSensitive)
 
 
 def _only_id(batch: pa.RecordBatch) -> pa.RecordBatch:
