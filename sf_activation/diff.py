@@ -65,13 +65,25 @@ def _lit(value: str) -> str:
     return "'" + _sql_str(value) + "'"
 
 
-def payload_sql(fields: Iterable[str], alias: str | None = None) -> str:
-    """DuckDB expression: the canonical JSON payload of the given field columns."""
+REDACTED = "***REDACTED***"  # as rejects.REDACTED
+
+
+def payload_sql(fields: Iterable[str], alias: str | None = None, redact: Iterable[str] = ()) -> str:
+    """DuckDB expression: the canonical JSON payload of the given field columns; with
+    `redact`, those fields' values masked (what state keeps: no PII at rest)."""
     names = sorted(fields)
     if not names:
         return "'{}'::VARCHAR"
     prefix = f"{alias}." if alias else ""
-    pairs = ", ".join(f"{_lit(n)}, {prefix}{_q(n)}" for n in names)
+    masked = set(redact)
+
+    def value(n: str) -> str:
+        column = f"{prefix}{_q(n)}"
+        if n in masked:
+            return f"CASE WHEN {column} IS NULL THEN NULL ELSE {_lit(REDACTED)} END"
+        return column
+
+    pairs = ", ".join(f"{_lit(n)}, {value(n)}" for n in names)
     return f"json_object({pairs})::VARCHAR"
 
 
@@ -92,6 +104,7 @@ class Plan:
         full_resync: bool,
         counts: dict[str, int],
         insert_only: bool = False,
+        redact: Iterable[str] = (),
     ) -> None:
         self._con = con
         self._db_dir = db_dir
@@ -99,6 +112,7 @@ class Plan:
         self.full_resync = full_resync
         self.insert_only = insert_only
         self.counts = counts
+        self.redact = sorted(set(redact) & set(fields))
 
     # Classes sent this run, in the order they go out.
     @property
@@ -131,14 +145,21 @@ class Plan:
         self, batch_rows: int = 10_000, group_by: Iterable[str] = ()
     ) -> Iterator[pa.RecordBatch]:
         """Rows to send: ``__pk, __hash, __sf_id, __class``, the field columns (mapping
-        order), then ``__payload`` (the canonical JSON the hash is of, for state).
+        order), then ``__payload`` (the canonical JSON the hash is of) and, when the model
+        redacts fields, ``__stored_payload`` (the same with those values masked: what state
+        keeps).
         In the source's order, or with ``group_by`` (lookup fields) rows that share a parent
         next to each other, rows without a parent first."""
         classes = ", ".join(_lit(c) for c in self.send_classes)
         select = (
             f"SELECT s.__pk, s.__hash, p.__sf_id, p.__class{self._fields_sql('s')}, "
-            f"{payload_sql(self.fields, 's')} AS __payload "
-            f"FROM planned p JOIN src s ON s.rowid = p.__seq "
+            f"{payload_sql(self.fields, 's')} AS __payload"
+            + (
+                f", {payload_sql(self.fields, 's', self.redact)} AS __stored_payload "
+                if self.redact
+                else " "
+            )
+            + "FROM planned p JOIN src s ON s.rowid = p.__seq "
             f"WHERE p.__class IN ({classes})"
         )
         # Children of one parent in one batch rather than in parallel batches: Salesforce
@@ -194,7 +215,9 @@ class Plan:
         cur = self._con.cursor()
         try:
             rows = cur.sql(
-                f"SELECT s.__pk, p.__class, p.__sf_id, {payload_sql(self.fields, 's')}, "
+                # Compared with state's payload as it is kept: redacted values masked.
+                f"SELECT s.__pk, p.__class, p.__sf_id, "
+                f"{payload_sql(self.fields, 's', self.redact)}, "
                 "prev.payload FROM planned p JOIN src s ON s.rowid = p.__seq "
                 "LEFT JOIN prev ON prev.pk = s.__pk "
                 "WHERE p.__class IN ('changed', 'pending', 'added') "
@@ -275,6 +298,7 @@ def plan_changes(
     threads: int | None = None,
     match_field: str | None = None,
     match_case_sensitive: bool = False,
+    redact: Iterable[str] = (),
 ) -> Plan:
     """Diff this run's rows against the state and return the :class:`Plan`.
 
@@ -358,7 +382,7 @@ def plan_changes(
         con.close()
         shutil.rmtree(db_dir, ignore_errors=True)
         raise
-    return Plan(con, db_dir, fields, full_resync, counts, insert_only)
+    return Plan(con, db_dir, fields, full_resync, counts, insert_only, redact)
 
 
 def _match_key(expr: str, case_sensitive: bool) -> str:

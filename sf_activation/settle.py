@@ -187,10 +187,13 @@ def state_rows(batch: pa.RecordBatch, ids: pa.Array | None, status: str) -> pa.T
         "sf_id": ids if ids is not None else pa.nulls(n, pa.string()),
         "status": pa.array([status] * n, pa.string()),
     }
-    # The payload is what Salesforce accepted; a rejected row keeps none (its last accepted
-    # payload is superseded, and it is re-sent next run whatever it holds).
-    if status == "synced" and "__payload" in batch.schema.names:
-        columns["payload"] = batch.column("__payload")
+    # The payload is what Salesforce accepted (`redact:` values masked); a rejected row
+    # keeps none (its last accepted payload is superseded, and it is re-sent next run
+    # whatever it holds).
+    names = batch.schema.names
+    stored = "__stored_payload" if "__stored_payload" in names else "__payload"
+    if status == "synced" and stored in names:
+        columns["payload"] = batch.column(stored)
     else:
         columns["payload"] = pa.nulls(n, pa.string())
     return pa.table(columns)

@@ -148,6 +148,7 @@ class SyncRun:
                 detect_removed=spec.operation == "mirror",
                 schema=output_schema(spec.fields, describe),
                 match_field=self._match_field(),
+                redact=spec.redact,
                 match_case_sensitive=_case_sensitive(describe, spec.external_id),
             )
         counts = plan.counts

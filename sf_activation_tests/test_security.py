@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import certifi
+import pyarrow.parquet as pq
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -125,6 +126,31 @@ def test_redact_masks_values_in_reject_files_including_salesforce_messages(
     assert {r["record"]["Name"] for r in rejects if r["primary_key"]} == {"***REDACTED***", None}
     # Unredacted fields stay readable, so a user can still find the row.
     assert {r["record"]["External_Id__c"] for r in rejects if r["primary_key"]} >= {"R-LONG"}
+
+
+def test_no_state_file_holds_a_redacted_value_in_clear(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    ws = Workspace(tmp_path / "ws", emulator)
+    create_accounts(ws, 30, name="Private Person")
+    for transport in ("composite", "bulk"):
+        ws.model(f"m_{transport}", model_body("upsert", transport, extra="redact: [Name]\n"))
+        assert ws.sync(f"m_{transport}")["succeeded"] == 30
+    # A change to a redacted field is still seen (the hash is of the real values) ...
+    ws.sql("UPDATE accounts SET name = 'Private Person changed' WHERE account_id = 'R-1'")
+    for transport in ("composite", "bulk"):
+        again = ws.sync(f"m_{transport}")
+        assert again["changed"] == 1 and again["succeeded"] == 1, again
+        assert "Private" not in json.dumps(again["sample_changes"])
+    assert ws.records_by("Account")["R-1"]["Name"] == "Private Person changed"
+    # ... while every file the state store holds keeps it masked.
+    files = list(Path(ws.state_url).rglob("*.parquet"))
+    assert files
+    for path in files:
+        table = pq.read_table(path)
+        assert "Private" not in json.dumps(table.to_pylist(), default=str), path
+        payloads = table.column("payload").to_pylist()
+        assert any(p and '"Name":"***REDACTED***"' in p for p in payloads), path
 
 
 def test_tls_is_always_verified_and_only_an_explicit_ca_bundle_extends_trust(
