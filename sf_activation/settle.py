@@ -179,6 +179,17 @@ class Settler:
         )
 
 
+def already_deleted_as_done(outcomes: Outcomes) -> Outcomes:
+    """A delete Salesforce refuses because the record is already gone did what was asked."""
+    for i, code in enumerate(outcomes.error_codes):
+        if not outcomes.success[i] and code in ALREADY_DELETED:
+            outcomes.success[i] = True
+            outcomes.error_codes[i] = None
+            outcomes.messages[i] = None
+            outcomes.retryable[i] = False
+    return outcomes
+
+
 def state_rows(batch: pa.RecordBatch, ids: pa.Array | None, status: str) -> pa.Table:
     n = batch.num_rows
     columns = {

@@ -44,7 +44,13 @@ from sf_activation.salesforce.outcomes import (
     StopSignal,
     choose_transport,
 )
-from sf_activation.settle import Settler, field_columns, row_record
+from sf_activation.settle import (
+    Settler,
+    already_deleted_as_done,
+    field_columns,
+    row_record,
+    state_rows,
+)
 from sf_activation.state import StateStore
 from sf_activation.summary import SyncSummary
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
@@ -372,7 +378,7 @@ class SyncRun:
             self._send("update", map(_with_recorded_id, updates), settler, external_id=None)
             return
         if operation in ("update", "delete") and "Id" not in spec.fields.values():
-            batches = self._resolve_ids(batches, settler.sink)
+            batches = self._resolve_ids(batches, settler)
         if operation == "delete":
             batches = (_only_id(b) for b in batches)
         self._send(operation, batches, settler, external_id=spec.external_id)
@@ -409,11 +415,14 @@ class SyncRun:
                 yield self._for_client(batch, keys, plan_fields)
 
         every_call = operation == "insert"
+        deletes = operation == "delete"
 
         def on_outcomes(outcomes: Outcomes) -> None:
             nonlocal done
             done += len(outcomes)
             self.progress("send", done, total)
+            if deletes:
+                outcomes = already_deleted_as_done(outcomes)
             settler.settle(outcomes, in_flight, every_call=every_call)
 
         request = SendRequest(
@@ -532,35 +541,64 @@ class SyncRun:
         self.summary.superseded += len(pks)
 
     def _resolve_ids(
-        self, batches: Iterable[pa.RecordBatch], sink: RejectSink
+        self, batches: Iterable[pa.RecordBatch], settler: Settler
     ) -> Iterator[pa.RecordBatch]:
-        """update/delete by external id: look the Ids up by SOQL; missing records are rejected."""
+        """update/delete by external id: the Id state recorded, else looked up by SOQL
+        (compared as Salesforce compares the field). A record that does not exist is
+        rejected `NOT_FOUND` for update, and counts as deleted for delete."""
         ext = self.spec.external_id
         if ext is None:
             raise ValueError(f"{self.spec.name}: update/delete needs an Id column or external_id")
+        case_sensitive = _case_sensitive(self.client.describe(self.spec.object), ext)
         for batch in batches:
+            # A row Salesforce refused last run (pending) is looked up again: its record
+            # may have been deleted and re-created under the same External ID.
+            recorded = pc.if_else(
+                pc.equal(batch.column("__class"), "pending"),
+                pa.scalar(None, pa.string()),
+                batch.column("__sf_id"),
+            ).to_pylist()
             wanted = batch.column(ext).to_pylist()
+            lookup = [
+                str(v)
+                for v, known in zip(wanted, recorded, strict=True)
+                if v is not None and not known
+            ]
             found = self.client.ids_by_external_id(
-                self.spec.object, ext, (str(v) for v in wanted if v is not None)
+                self.spec.object, ext, lookup, case_sensitive=case_sensitive
             )
+
+            def key(value: Any) -> str:
+                return str(value) if case_sensitive else str(value).lower()
+
             ids = pa.array(
-                [found.get(str(v)) if v is not None else None for v in wanted],
+                [
+                    known or (found.get(key(v)) if v is not None else None)
+                    for v, known in zip(wanted, recorded, strict=True)
+                ],
                 pa.string(),
             )
             missing = pc.is_null(ids)
             if pc.any(missing).as_py():
-                columns = field_columns(batch)
-                for row in pc.indices_nonzero(missing).to_pylist():
-                    self.summary.sent += 1
-                    self.summary.failed += 1
-                    sink.add(
-                        primary_key=batch.column("__pk")[row].as_py(),
-                        record=row_record(batch, row, columns),
-                        error_code="NOT_FOUND",
-                        message=f"no {self.spec.object} with {ext} = {batch.column(ext)[row].as_py()!r}",
-                        fields=[ext],
-                        transport=self.summary.transport,
-                    )
+                gone = batch.filter(missing)
+                if self.spec.operation == "delete":
+                    # Nothing to delete: the record is already gone, which is what was asked.
+                    self.summary.sent += gone.num_rows
+                    self.summary.succeeded += gone.num_rows
+                    self.state.commit(state_rows(gone, None, "synced"))
+                else:
+                    columns = field_columns(batch)
+                    for row in pc.indices_nonzero(missing).to_pylist():
+                        self.summary.sent += 1
+                        self.summary.failed += 1
+                        settler.sink.add(
+                            primary_key=batch.column("__pk")[row].as_py(),
+                            record=row_record(batch, row, columns),
+                            error_code="NOT_FOUND",
+                            message=f"no {self.spec.object} with {ext} = {batch.column(ext)[row].as_py()!r}",
+                            fields=[ext],
+                            transport=self.summary.transport,
+                        )
             batch = batch.append_column("Id", ids).filter(pc.invert(missing))
             yield batch
 

@@ -141,3 +141,61 @@ def test_rows_sharing_an_external_id_are_explained_never_merged(
     third = ws.sync("m")
     assert third["invalid"] == 0 and third["succeeded"] == 4
     assert len(ws.records_by("Account")) == 400
+
+
+UPDATE_BY_KEY = """
+object: Account
+operation: {operation}
+primary_key: account_key
+external_id: External_Id__c
+query: SELECT account_key, name FROM accounts
+transport: composite
+fields:
+  account_key: External_Id__c
+  name: Name
+"""
+
+
+def _seed(ws: Workspace, keys: list[str]) -> dict[str, str]:
+    """Records created by another integration (not this model): key -> Id."""
+    sf = ws.emulator.salesforce()
+    for key in keys:
+        sf.Account.create({"Name": "seeded", "External_Id__c": key})
+    return {r["External_Id__c"]: r["Id"] for r in ws.emulator.records("Account")}
+
+
+def test_update_finds_records_whose_external_id_differs_in_case_and_long_ids(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    ws = Workspace(tmp_path / "ws", emulator)
+    long_keys = [f"{'L' * 85}-{i:03d}" for i in range(300)]  # 90 characters each
+    seeded = _seed(ws, ["ABC-1", *long_keys])
+    rows = [("abc-1", "renamed")] + [(k, f"long {i}") for i, k in enumerate(long_keys)]
+    ws.sql("CREATE TABLE accounts (account_key VARCHAR, name VARCHAR)")
+    ws.sql("INSERT INTO accounts VALUES " + ", ".join(f"('{k}', '{n}')" for k, n in rows))
+    ws.model("m", UPDATE_BY_KEY.format(operation="update"))
+    summary = ws.sync("m")
+    assert summary["failed"] == 0 and summary["succeeded"] == 301, ws.rejects(summary)[:2]
+    held = {r["Id"]: r["Name"] for r in emulator.records("Account")}
+    assert held[seeded["ABC-1"]] == "renamed"
+    assert all(held[seeded[k]] == f"long {i}" for i, k in enumerate(long_keys))
+    assert len(held) == 301  # updated, never created
+
+
+def test_deleting_records_already_gone_counts_as_done(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    ws = Workspace(tmp_path / "ws", emulator)
+    seeded = _seed(ws, [f"D-{i}" for i in range(10)])
+    sf = emulator.salesforce()
+    for key in ("D-0", "D-1"):
+        sf.Account.delete(seeded[key])  # someone deleted these already
+    ws.sql(
+        "CREATE TABLE accounts AS SELECT 'D-' || i AS account_key, 'x' AS name FROM range(10) t(i)"
+    )
+    ws.model("m", UPDATE_BY_KEY.format(operation="delete"))
+    first = ws.sync("m")
+    assert first["failed"] == 0 and first["rejected"] == 0 and first["succeeded"] == 10, first
+    assert emulator.records("Account") == []
+    second = ws.sync("m")
+    assert second["sent"] == 0 and second["rejected"] == 0

@@ -138,25 +138,42 @@ class SalesforceClient:
             body = self._get_json(next_url)
 
     def ids_by_external_id(
-        self, object_name: str, external_id: str, values: Iterable[str], chunk: int = 200
+        self,
+        object_name: str,
+        external_id: str,
+        values: Iterable[str],
+        chunk: int = 200,
+        *,
+        case_sensitive: bool = False,
+        max_in_chars: int = 4000,
     ) -> dict[str, str]:
         """Map external id values to record Ids (for update/delete of records known by
-        external id only); one query per `chunk` values."""
+        external id only). Keys are the values as Salesforce compares them (lower-cased
+        unless the field is case sensitive). One query per `chunk` values or per
+        `max_in_chars` of quoted values, whichever comes first: the query goes in the URL,
+        which Salesforce refuses above 16,384 bytes (long External IDs, URL-encoded)."""
         found: dict[str, str] = {}
         batch: list[str] = []
+        size = 0
+
+        def key(value: Any) -> str:
+            text = str(value)
+            return text if case_sensitive else text.lower()
 
         def run(part: list[str]) -> None:
             soql = format_soql(
                 f"SELECT Id, {external_id} FROM {object_name} WHERE {external_id} IN {{}}", part
             )
             for record in self.query(soql):
-                found[str(record[external_id])] = record["Id"]
+                found[key(record[external_id])] = record["Id"]
 
         for value in values:
-            batch.append(value)
-            if len(batch) >= chunk:
+            cost = len(quote(value, safe="")) + 3
+            if batch and (len(batch) >= chunk or size + cost > max_in_chars):
                 run(batch)
-                batch = []
+                batch, size = [], 0
+            batch.append(value)
+            size += cost
         if batch:
             run(batch)
         return found
