@@ -339,6 +339,34 @@ class StateStore:
                 "s3://bucket/prefix"
             ) from None
 
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write one small file atomically (a temp file renamed; one upload on S3)."""
+        if self.is_s3:
+            try:
+                self._client().put_object(
+                    Bucket=self._bucket, Key=f"{self._key_prefix}/{rel}", Body=data
+                )
+            except Exception as exc:  # botocore raises many types; all mean "not written"
+                raise StateError(f"cannot write {self.url}/{rel}: {exc}") from exc
+            return
+        assert self._local_root is not None
+        target = self._local_root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read_bytes(self, rel: str) -> bytes:
+        """A small file's content; FileNotFoundError when there is none."""
+        info = self._fs.get_file_info(self._path(rel))
+        if info.type != pafs.FileType.File:
+            raise FileNotFoundError(f"{self.url}/{rel}")
+        with self._fs.open_input_stream(self._path(rel)) as fh:
+            return fh.read()
+
     def write_table(self, rel: str, table: pa.Table, metadata: dict | None = None) -> None:
         """Write one small Parquet file atomically and durably (the ledger's entries)."""
         self._write_atomic(rel, table, metadata, write_options=COMMIT_WRITE_OPTIONS)

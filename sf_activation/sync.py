@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sf_activation import synced_under
 from sf_activation.config import Settings
 from sf_activation.diff import Plan, check_delete_rate, plan_changes
 from sf_activation.in_flight import InFlight
@@ -120,6 +121,14 @@ class SyncRun:
     # ---------------------------------------------------------------- plan
     def plan(self) -> Plan:
         spec = self.spec
+        if synced_under.check(spec, synced_under.read(self.state), self.state):
+            if not self.full_resync:
+                log.warning(
+                    "%s: nulls: changed since the last sync; every row is sent once so "
+                    "Salesforce holds what the model now says",
+                    spec.name,
+                )
+            self.full_resync = self.summary.full_resync = True
         describe = self.client.describe(spec.object)
         validate_mapping(
             model=spec.name,
@@ -309,6 +318,8 @@ class SyncRun:
         self._cleanup_plan()
         if not signals:  # an interrupted run leaves quickly; its commits are durable
             self.state.compact(work_dir=self.work_dir, memory_limit=SEND_PHASE_DUCKDB_MEMORY)
+        if not self.stop.is_set():
+            synced_under.write(self.state, self.spec)
         self.summary.rejected = (
             self.summary.invalid + self.summary.failed + self.summary.delete_failed
         )
