@@ -146,6 +146,8 @@ def sync_metadata(summary: SyncSummary) -> dict[str, Any]:
         "removed": dg.MetadataValue.int(summary.removed),
         "invalid": dg.MetadataValue.int(summary.invalid),
     }
+    if summary.superseded:
+        metadata["superseded"] = dg.MetadataValue.int(summary.superseded)
     if summary.reconciled:
         metadata["reconciled"] = dg.MetadataValue.int(summary.reconciled)
     if summary.unconfirmed:
