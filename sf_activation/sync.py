@@ -386,7 +386,13 @@ class SyncRun:
             creates = (ledger_pass.not_held(_without_recorded_id(b)) for b in batches)
             self._send("insert", creates, settler, external_id=None)
             updates = plan.iter_to_send(SEND_BATCH_ROWS, group_by=lookups)
-            self._send("update", map(_with_recorded_id, updates), settler, external_id=None)
+            fixed = _set_on_create_only(self.client.describe(spec.object), plan.fields)
+            self._send(
+                "update",
+                (_with_recorded_id(b).drop_columns(fixed) for b in updates),
+                settler,
+                external_id=None,
+            )
             return
         if operation in ("update", "delete") and "Id" not in spec.fields.values():
             batches = self._resolve_ids(batches, settler)
@@ -612,6 +618,17 @@ class SyncRun:
                         )
             batch = batch.append_column("Id", ids).filter(pc.invert(missing))
             yield batch
+
+
+def _set_on_create_only(describe: Any, fields: list[str]) -> list[str]:
+    """Fields an insert model may set when it creates a record but an update may not
+    (createable, not updateable): its update pass for changed rows leaves them out."""
+    out = []
+    for name in fields:
+        described = describe.field(name) if "." not in name else None
+        if described is not None and described.createable and not described.updateable:
+            out.append(name)
+    return out
 
 
 def _case_sensitive(describe: Any, field: str | None) -> bool:

@@ -199,3 +199,36 @@ def test_deleting_records_already_gone_counts_as_done(
     assert emulator.records("Account") == []
     second = ws.sync("m")
     assert second["sent"] == 0 and second["rejected"] == 0
+
+
+def test_an_insert_models_changed_rows_leave_out_fields_set_on_create_only(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    # Lead.IsConverted is createable but not updateable: set when the Lead is created,
+    # it cannot be sent when a changed row updates the record.
+    ws = Workspace(tmp_path / "ws", emulator)
+    ws.sql(
+        "CREATE TABLE leads AS SELECT 'L-' || i AS lead_id, 'Last ' || i AS last_name, "
+        "'Co' AS company, false AS converted FROM range(5) t(i)"
+    )
+    ws.model(
+        "m",
+        """
+        object: Lead
+        operation: insert
+        primary_key: lead_id
+        query: SELECT lead_id, last_name, company, converted FROM leads
+        transport: composite
+        fields:
+          lead_id: Description
+          last_name: LastName
+          company: Company
+          converted: IsConverted
+        """,
+    )
+    assert ws.sync("m")["succeeded"] == 5
+    ws.sql("UPDATE leads SET last_name = last_name || ' v2'")
+    changed = ws.sync("m")
+    assert changed["changed"] == 5 and changed["succeeded"] == 5, ws.rejects(changed)[:1]
+    held = ws.records_by("Lead", "Description")
+    assert len(held) == 5 and all(r["LastName"].endswith(" v2") for r in held.values())
