@@ -102,6 +102,7 @@ def test_every_class(tmp_path: Path, work: Path) -> None:
             "unchanged": 1,
             "pending": 1,
             "removed": 1,
+            "superseded": 0,
             "state_rows": 5,
             "state_synced": 4,
         }
