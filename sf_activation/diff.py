@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from sf_activation.salesforce.coerce import DECIMAL_PRECISION
 from sf_activation.state import StateStore, _safe_setting, _sql_str, empty_state, fold_sql
 
 META_COLUMNS = ("__pk", "__error_code", "__error_message")
@@ -68,14 +69,28 @@ def _lit(value: str) -> str:
 REDACTED = "***REDACTED***"  # as rejects.REDACTED
 
 
-def payload_sql(fields: Iterable[str], alias: str | None = None, redact: Iterable[str] = ()) -> str:
+def payload_sql(
+    fields: Iterable[str],
+    alias: str | None = None,
+    redact: Iterable[str] = (),
+    decimals: Mapping[str, int] | None = None,
+) -> str:
     """DuckDB expression: the canonical JSON payload of the given field columns; with
-    `redact`, those fields' values masked (what state keeps: no PII at rest)."""
+    `redact`, those fields' values masked (what state keeps: no PII at rest).
+
+    `decimals` names the exact-number columns (field -> scale). Their values are written as
+    the float64 they were kept as before numbers were exact whenever that float writes the
+    same value (1.50 as `1.5`), so a model synced then hashes the same now, and as exact
+    decimals only where a float loses digits. json_object re-reads JSON values through a
+    double, so with decimals the object is joined from `to_json` texts instead (the same
+    writer, byte for byte).
+    """
     names = sorted(fields)
     if not names:
         return "'{}'::VARCHAR"
     prefix = f"{alias}." if alias else ""
     masked = set(redact)
+    exact = dict(decimals or {})
 
     def value(n: str) -> str:
         column = f"{prefix}{_q(n)}"
@@ -83,8 +98,34 @@ def payload_sql(fields: Iterable[str], alias: str | None = None, redact: Iterabl
             return f"CASE WHEN {column} IS NULL THEN NULL ELSE {_lit(REDACTED)} END"
         return column
 
-    pairs = ", ".join(f"{_lit(n)}, {value(n)}" for n in names)
-    return f"json_object({pairs})::VARCHAR"
+    if not any(n in exact and n not in masked for n in names):
+        pairs = ", ".join(f"{_lit(n)}, {value(n)}" for n in names)
+        return f"json_object({pairs})::VARCHAR"
+
+    def text(n: str) -> str:
+        column = value(n)
+        if n in exact and n not in masked:
+            as_float = f"to_json({column}::DOUBLE)::VARCHAR"
+            same = f"{as_float}::DECIMAL({DECIMAL_PRECISION}, {int(exact[n])}) = {column}"
+            column_json = f"CASE WHEN {same} THEN {as_float} ELSE to_json({column})::VARCHAR END"
+        else:
+            column_json = f"to_json({column})::VARCHAR"
+        return f"coalesce({column_json}, 'null')"
+
+    members = [
+        f"{_lit(('{' if i == 0 else ',') + json.dumps(n) + ':')} || {text(n)}"
+        for i, n in enumerate(names)
+    ]
+    return "(" + " || ".join(members) + " || '}')"
+
+
+def decimal_fields(schema: pa.Schema) -> dict[str, int]:
+    """The exact-number field columns of a canonical schema: field -> scale."""
+    return {
+        f.name: f.type.scale
+        for f in schema
+        if pa.types.is_decimal(f.type) and f.name not in META_COLUMNS
+    }
 
 
 SEND_RANGE_ROWS = 100_000  # source rows per query when reading rows to send in order
@@ -105,6 +146,7 @@ class Plan:
         counts: dict[str, int],
         insert_only: bool = False,
         redact: Iterable[str] = (),
+        decimals: Mapping[str, int] | None = None,
     ) -> None:
         self._con = con
         self._db_dir = db_dir
@@ -113,6 +155,7 @@ class Plan:
         self.insert_only = insert_only
         self.counts = counts
         self.redact = sorted(set(redact) & set(fields))
+        self.decimals = dict(decimals or {})
 
     # Classes sent this run, in the order they go out.
     @property
@@ -153,9 +196,9 @@ class Plan:
         classes = ", ".join(_lit(c) for c in self.send_classes)
         select = (
             f"SELECT s.__pk, s.__hash, p.__sf_id, p.__class{self._fields_sql('s')}, "
-            f"{payload_sql(self.fields, 's')} AS __payload"
+            f"{payload_sql(self.fields, 's', decimals=self.decimals)} AS __payload"
             + (
-                f", {payload_sql(self.fields, 's', self.redact)} AS __stored_payload "
+                f", {payload_sql(self.fields, 's', self.redact, self.decimals)} AS __stored_payload "
                 if self.redact
                 else " "
             )
@@ -217,7 +260,7 @@ class Plan:
             rows = cur.sql(
                 # Compared with state's payload as it is kept: redacted values masked.
                 f"SELECT s.__pk, p.__class, p.__sf_id, "
-                f"{payload_sql(self.fields, 's', self.redact)}, "
+                f"{payload_sql(self.fields, 's', self.redact, self.decimals)}, "
                 "prev.payload FROM planned p JOIN src s ON s.rowid = p.__seq "
                 "LEFT JOIN prev ON prev.pk = s.__pk "
                 "WHERE p.__class IN ('changed', 'pending', 'added') "
@@ -299,6 +342,7 @@ def plan_changes(
     match_field: str | None = None,
     match_case_sensitive: bool = False,
     redact: Iterable[str] = (),
+    multi_select: Iterable[str] = (),
 ) -> Plan:
     """Diff this run's rows against the state and return the :class:`Plan`.
 
@@ -311,7 +355,9 @@ def plan_changes(
     ``match_field`` (mirror: the External ID field) keeps a record whose old primary key left
     the model from being deleted when a current row carries the same match key, compared as
     Salesforce compares it (case-insensitively unless ``match_case_sensitive``): that row
-    was just written to the same record (``Plan.iter_superseded``).
+    was just written to the same record (``Plan.iter_superseded``). ``multi_select`` names
+    the multi-select picklist fields, whose state hashes are re-computed from the stored
+    payload in today's canonical order (see :func:`_migrated_hash_sql`).
     """
     work_dir = Path(work_dir)
     db_dir = work_dir / f"plan-{uuid.uuid4().hex[:12]}"
@@ -327,6 +373,7 @@ def plan_changes(
         con.execute("SET preserve_insertion_order = true")
 
         reader, fields = _source_reader(source, schema)
+        decimals = decimal_fields(reader.schema)
         field_cols = "".join(f", {_q(f)}" for f in fields)
         con.register("src_reader", reader)
         # Only the hash is stored; the payload is rebuilt for the (few) rows sent, which
@@ -336,7 +383,7 @@ def plan_changes(
             CREATE TABLE src AS
             SELECT __pk::VARCHAR AS __pk, __error_code::VARCHAR AS __error_code,
                    __error_message::VARCHAR AS __error_message{field_cols},
-                   md5({payload_sql(fields)}) AS __hash
+                   md5({payload_sql(fields, decimals=decimals)}) AS __hash
             FROM src_reader
             """
         )
@@ -345,7 +392,11 @@ def plan_changes(
         with _state_relation(con, state, db_dir) as state_sql:
             # A view, not a table: the state is scanned where it lies (Parquet), never
             # copied; DuckDB pushes the projection down so payloads are not read here.
-            con.execute(f"CREATE TEMP VIEW st AS SELECT pk, hash, sf_id, status FROM ({state_sql})")
+            hash_sql = _migrated_hash_sql([f for f in multi_select if f in fields])
+            con.execute(
+                f"CREATE TEMP VIEW st AS SELECT pk, {hash_sql} AS hash, sf_id, status "
+                f"FROM ({state_sql})"
+            )
             if match_field is not None and match_field not in fields:
                 match_field = None
             _classify(con, detect_removed, match_field, match_case_sensitive)
@@ -382,7 +433,35 @@ def plan_changes(
         con.close()
         shutil.rmtree(db_dir, ignore_errors=True)
         raise
-    return Plan(con, db_dir, fields, full_resync, counts, insert_only, redact)
+    return Plan(con, db_dir, fields, full_resync, counts, insert_only, redact, decimals)
+
+
+def _migrated_hash_sql(multi_select: list[str]) -> str:
+    """The state's hash as today's canonical form makes it.
+
+    Multi-select values were once hashed in the order the warehouse gave them; they are
+    now sorted, each once, empties dropped. A row synced then would look changed though
+    Salesforce holds the same set, so the hash is re-computed from the payload state kept:
+    the multi-select values put in order by text replacement (a key `"F":` occurs once
+    outside strings, since quotes inside strings are escaped), the rest kept byte for
+    byte. Only where the payload is what was hashed (not masked by `redact:`); a masked
+    row that was out of order is sent once. Re-computing a canonical row is a no-op.
+    """
+    if not multi_select:
+        return "hash"
+    payload = "payload"
+    for field in multi_select:
+        member = _lit(json.dumps(field) + ":")
+        old = f"json_extract_string(payload, {_lit('$.' + json.dumps(field))})"
+        parts = f"list_filter(string_split({old}, ';'), lambda x: x <> '')"
+        new = f"CASE WHEN len({parts}) > 0 THEN array_to_string(list_sort(list_distinct({parts})), ';') END"
+        payload = (
+            f"CASE WHEN {old} IS NULL THEN {payload} ELSE replace({payload}, "
+            f"{member} || to_json({old})::VARCHAR, {member} || coalesce(to_json({new})::VARCHAR, 'null')) END"
+        )
+    return (
+        f"CASE WHEN payload IS NOT NULL AND md5(payload) = hash THEN md5({payload}) ELSE hash END"
+    )
 
 
 def _match_key(expr: str, case_sensitive: bool) -> str:
@@ -590,6 +669,7 @@ __all__ = [
     "NULL_PRIMARY_KEY",
     "Plan",
     "check_delete_rate",
+    "decimal_fields",
     "payload_sql",
     "plan_changes",
 ]

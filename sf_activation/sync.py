@@ -165,6 +165,11 @@ class SyncRun:
                 match_field=self._match_field(),
                 redact=spec.redact,
                 match_case_sensitive=_case_sensitive(describe, spec.external_id),
+                multi_select=[
+                    name
+                    for name in spec.fields.values()
+                    if (field := describe.field(name)) is not None and field.type == "multipicklist"
+                ],
             )
         counts = plan.counts
         for name in ("rows", "invalid", "added", "changed", "unchanged", "pending", "removed"):

@@ -51,19 +51,20 @@ def test_currency_is_rounded_to_scale_and_checked_against_precision():
         {"pk": [1, 2, 3, 4, 5], "p": pa.array([1.234, 2.5, 3.999, 1e14, float("nan")])}
     )
     out = coerce_batch(batch, primary_key="pk", field_map={"p": "Price__c"}, describe=WIDGET)
-    assert out.column("Price__c").to_pylist() == [1.23, 2.5, 4.0, None, None]
+    D = decimal.Decimal
+    assert out.column("Price__c").to_pylist() == [D("1.23"), D("2.50"), D("4.00"), None, None]
     assert out.column("__error_code").to_pylist() == [
         None, None, None, "NUMBER_OUTSIDE_VALID_RANGE", "INVALID_TYPE_ON_FIELD_IN_RECORD",
     ]  # fmt: skip
     text, codes, _ = coerce("p", [str(v) for v in values[:3]] + ["1e3", "12,5"], "Price__c")
-    assert text == [1.23, 2.5, 4.0, 1000.0, None]
+    assert text == [D("1.23"), D("2.50"), D("4.00"), D("1000.00"), None]
     assert codes[-1] == "INVALID_TYPE_ON_FIELD_IN_RECORD"
 
 
-def test_decimal_columns_coerce_to_float():
+def test_decimal_columns_keep_every_digit_at_the_field_scale():
     arr = pa.array([decimal.Decimal("12.3400"), None], pa.decimal128(10, 4))
     out, codes, _ = coerce("w", arr, "Weight__c")
-    assert out == [12.34, None] and codes == [None, None]
+    assert out == [decimal.Decimal("12.3400"), None] and codes == [None, None]
 
 
 def test_booleans_from_bools_numbers_and_words():
@@ -143,7 +144,8 @@ def test_strings_checked_against_length_and_empty_means_null():
 
 def test_reference_fields_must_look_like_ids():
     out, codes, _ = coerce("a", ["001000000000001AAA", "001000000000001", "nope"], "Account__c")
-    assert out[:2] == ["001000000000001AAA", "001000000000001"]
+    # A 15-character Id is the same record as its 18-character form, which it becomes.
+    assert out[:2] == ["001000000000001AAA", "001000000000001AAA"]
     assert codes == [None, None, "MALFORMED_ID"]
 
 
@@ -178,3 +180,63 @@ def test_first_error_of_a_row_wins_and_good_rows_are_untouched():
 def test_other_string_encodings_are_accepted(kind):
     arr = pa.array(["Gold", "Silver"]).cast(kind)
     assert coerce("t", arr, "Tier__c")[0] == ["Gold", "Silver"]
+
+
+def test_eighteen_digits_are_kept_exactly_from_decimals_text_and_integers():
+    D = decimal.Decimal
+    out, codes, _ = coerce(
+        "w",
+        pa.array([D("12345678901234.5678"), D("-0.00005")], pa.decimal128(20, 5)),
+        "Weight__c",
+    )
+    assert out == [D("12345678901234.5678"), D("-0.0001")] and codes == [None, None]
+    out, codes, _ = coerce("w", ["12345678901234.56789", "1e-4", " 7 "], "Weight__c")
+    assert out == [D("12345678901234.5679"), D("0.0001"), D("7.0000")]
+    out, codes, _ = coerce("p", [9007199254740993, 10**14], "Price__c")
+    assert out == [None, None] and codes == ["NUMBER_OUTSIDE_VALID_RANGE"] * 2  # 14 digits max
+    out, codes, _ = coerce("p", [99999999999999, None], "Price__c")
+    assert out == [D("99999999999999.00"), None] and codes == [None, None]
+
+
+def test_a_number_beyond_the_precision_names_the_field_and_the_limit():
+    out, codes, messages = coerce("p", ["123456789012345.5", "1" + "0" * 40], "Price__c")
+    assert codes == ["NUMBER_OUTSIDE_VALID_RANGE"] * 2
+    assert messages[0] == (
+        "Price: value outside of valid range on numeric field: 123456789012345.5 "
+        "(at most 14 digits before the decimal point and 2 after)"
+    )
+    assert out == [None, None]
+
+
+def test_multi_select_values_are_sorted_once_each_and_null_elements_dropped():
+    out, codes, _ = coerce(
+        "r", [["US", "EU"], ["EU", None], ["US", "US"], [None], None], "Regions__c"
+    )
+    assert out == ["EU;US", "EU", "US", None, None] and codes == [None] * 5
+    out, _, _ = coerce("r", ["US;EU", "APAC;;EU", ""], "Regions__c")
+    assert out == ["EU;US", "APAC;EU", None]
+
+
+def test_nul_characters_are_dropped_as_salesforce_drops_them():
+    out, codes, _ = coerce("n", ["a\x00b", "\x00", "plain"], "Notes__c")
+    assert out == ["ab", None, "plain"] and codes == [None] * 3
+
+
+def test_dates_outside_the_years_salesforce_holds_are_refused():
+    out, codes, messages = coerce(
+        "d",
+        [dt.date(1699, 12, 31), dt.date(1700, 1, 1), dt.date(4000, 12, 31), dt.date(4001, 1, 1)],
+        "Launch__c",
+    )
+    assert out == [None, "1700-01-01", "4000-12-31", None]
+    assert codes == [
+        "INVALID_TYPE_ON_FIELD_IN_RECORD",
+        None,
+        None,
+        "INVALID_TYPE_ON_FIELD_IN_RECORD",
+    ]
+    assert "years 1700 to 4000" in messages[0]
+    out, codes, _ = coerce("s", ["0001-01-01T00:00:00Z", "2024-05-01T10:00:00Z"], "Seen__c")
+    assert (
+        out == [None, "2024-05-01T10:00:00.000Z"] and codes[0] == "INVALID_TYPE_ON_FIELD_IN_RECORD"
+    )

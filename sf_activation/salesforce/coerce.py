@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +32,12 @@ OUT_OF_RANGE = "NUMBER_OUTSIDE_VALID_RANGE"
 MALFORMED_ID = "MALFORMED_ID"
 
 INT_TYPES = {"int"}
+# Canonical decimals are decimal128(38, scale): any Salesforce precision (at most 18) fits.
+DECIMAL_PRECISION = 38
+# The scale values are parsed at before rounding to the field's: room for 20 integer digits
+# (more is outside every field's range) and 18 decimals.
+_WORK_SCALE = 18
+_WORK_TYPE = pa.decimal128(DECIMAL_PRECISION, _WORK_SCALE)
 FLOAT_TYPES = {"double", "currency", "percent"}
 ID_TYPES = {"id", "reference"}
 
@@ -39,8 +46,18 @@ _ID_RE = r"^[a-zA-Z0-9]{15}([a-zA-Z0-9]{3})?$"
 _DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 _DATETIME_RE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 _ZONE_RE = r"(Z|[+-]\d{2}:?\d{2})$"
+# The years a Salesforce date or datetime field holds.
+MIN_YEAR, MAX_YEAR = 1700, 4000
 _TRUE = ["true", "1", "yes", "y", "t"]
 _FALSE = ["false", "0", "no", "n", "f"]
+
+
+def exact_scale(field: FieldDescribe | None) -> int | None:
+    """The scale a Number, Currency or Percent field's values are kept at exactly, or None
+    when describe gives no precision (then they are float64)."""
+    if field is None or field.type not in FLOAT_TYPES or field.precision <= 0:
+        return None
+    return max(field.scale, 0)
 
 
 def canonical_type(field: FieldDescribe | None) -> pa.DataType:
@@ -50,7 +67,10 @@ def canonical_type(field: FieldDescribe | None) -> pa.DataType:
     if field.type in INT_TYPES:
         return pa.int64()
     if field.type in FLOAT_TYPES:
-        return pa.float64()
+        scale = exact_scale(field)
+        # Salesforce keeps up to 18 digits; float64 keeps 15 to 17, so `...456.78` would be
+        # sent as `...456.8`. A decimal at the field's scale keeps every digit.
+        return pa.float64() if scale is None else pa.decimal128(DECIMAL_PRECISION, scale)
     if field.type == "boolean":
         return pa.bool_()
     return pa.string()
@@ -197,17 +217,94 @@ def _coerce_int(arr: pa.Array, field: FieldDescribe) -> tuple[pa.Array, list[_Ba
 def _coerce_float(arr: pa.Array, field: FieldDescribe) -> tuple[pa.Array, list[_Bad]]:
     name = field.name
     if pa.types.is_boolean(arr.type):
-        return pa.nulls(len(arr), pa.float64()), [_type_bad(name, pc.is_valid(arr))]
+        return pa.nulls(len(arr), canonical_type(field)), [_type_bad(name, pc.is_valid(arr))]
+    scale = exact_scale(field)
+    if scale is not None:
+        return _coerce_decimal(arr, field, scale)
     values, bads = _numbers(arr, name)
     if field.precision > 0:
-        if field.scale >= 0:
-            # Salesforce rounds to the field's scale on save; doing it here keeps the diff
-            # from seeing 1.234 vs a stored 1.23 as a change every run.
-            values = pc.round(values, ndigits=field.scale)
         range_bad = _range_bad(name, values, field.precision - field.scale)
         if range_bad:
             bads.append(range_bad)
     return values, bads
+
+
+def _coerce_decimal(arr: pa.Array, field: FieldDescribe, scale: int) -> tuple[pa.Array, list[_Bad]]:
+    """Exact values at the field's scale: decimals and integers as they are, text parsed
+    exactly, floats by their shortest text (0.1 is 0.1, not 0.1000000000000000055)."""
+    name = field.name
+    integer_digits = field.precision - scale
+    t = arr.type
+    bads: list[_Bad] = []
+    none = pa.scalar(None, _WORK_TYPE)
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), canonical_type(field)), []
+    if pa.types.is_floating(t):
+        floats = pc.cast(arr, pa.float64())
+        bad = pc.fill_null(pc.invert(pc.is_finite(floats)), False)
+        bads.append(_type_bad(name, bad))
+        # From 20 integer digits on, a value is outside every field's range; keeping it out of
+        # the parse keeps the parse vectorised.
+        huge = pc.fill_null(pc.greater_equal(pc.abs(floats), 1e19), False)
+        keep = pc.and_(pc.invert(bad), pc.invert(huge))
+        work = _parse_decimals(pc.if_else(keep, pc.cast(floats, pa.string()), None))
+        work = pc.if_else(huge, pa.scalar(Decimal(10) ** 19, _WORK_TYPE), work)
+    elif pa.types.is_integer(t) or (
+        pa.types.is_decimal(t) and t.scale <= _WORK_SCALE and t.precision - t.scale <= 20
+    ):
+        work = pc.cast(arr, _WORK_TYPE)
+    elif pa.types.is_decimal(t):
+        work = _parse_decimals(pc.cast(arr, pa.string()))
+    else:
+        text = _empty_to_null(pc.utf8_trim_whitespace(to_text(arr)))
+        ok = pc.fill_null(pc.match_substring_regex(text, _NUMBER_RE), False)
+        bad = pc.and_(pc.is_valid(text), pc.invert(ok))
+        bads.append(_type_bad(name, bad))
+        work = _parse_decimals(pc.if_else(ok, text, pa.scalar(None, pa.string())))
+    # Salesforce rounds to the field's scale on save, half away from zero; doing it here
+    # keeps the diff from seeing 1.234 vs a stored 1.23 as a change every run.
+    work = pc.round(work, ndigits=scale, round_mode="half_towards_infinity")
+    if integer_digits > 0:
+        limit = pa.scalar(Decimal(10) ** integer_digits, _WORK_TYPE)
+        out = pc.fill_null(pc.greater_equal(pc.abs(work), limit), False)
+        bads.append(
+            _Bad(
+                out,
+                OUT_OF_RANGE,
+                lambda v: (
+                    f"{name}: value outside of valid range on numeric field: {_shorten(v)} "
+                    f"(at most {integer_digits} digits before the decimal point and {scale} "
+                    "after)"
+                ),
+            )
+        )
+        work = pc.if_else(out, none, work)
+    return pc.cast(work, canonical_type(field)), bads
+
+
+_EXACT = Context(prec=DECIMAL_PRECISION + 2)
+
+
+def _parse_decimals(text: pa.Array) -> pa.Array:
+    """Number text (already checked to be numbers) as exact `_WORK_TYPE` decimals; a value
+    with more digits than that holds is parsed per value and rounded (rare)."""
+    try:
+        return pc.cast(text, _WORK_TYPE)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    quantum = Decimal(1).scaleb(-_WORK_SCALE)
+    cap = Decimal(10) ** 19  # beyond every range: reported as out of range, not parsed
+    out: list[Decimal | None] = []
+    for value in text.to_pylist():
+        if value is None:
+            out.append(None)
+            continue
+        number = Decimal(value)
+        if abs(number) >= cap:
+            out.append(cap)
+        else:
+            out.append(number.quantize(quantum, rounding=ROUND_HALF_UP, context=_EXACT))
+    return pa.array(out, _WORK_TYPE)
 
 
 def _coerce_bool(arr: pa.Array, field: FieldDescribe) -> tuple[pa.Array, list[_Bad]]:
@@ -230,7 +327,26 @@ def _coerce_bool(arr: pa.Array, field: FieldDescribe) -> tuple[pa.Array, list[_B
     return values, [_type_bad(field.name, bad)]
 
 
+def _year_bad(name: str, text: pa.Array) -> _Bad:
+    """Dates and datetimes Salesforce cannot hold: it keeps years 1700 to 4000 only."""
+    year = pc.cast(pc.utf8_slice_codeunits(text, 0, 4), pa.int32(), safe=False)
+    outside = pc.or_(pc.less(year, MIN_YEAR), pc.greater(year, MAX_YEAR))
+    return _Bad(
+        pc.fill_null(outside, False),
+        INVALID_TYPE,
+        lambda v: (
+            f"{name}: value not of required type: {_shorten(v)} "
+            f"(Salesforce holds years {MIN_YEAR} to {MAX_YEAR})"
+        ),
+    )
+
+
 def _coerce_date(arr: pa.Array, field: FieldDescribe) -> tuple[pa.Array, list[_Bad]]:
+    values, bads = _parse_date(arr, field)
+    return values, [*bads, _year_bad(field.name, values)]
+
+
+def _parse_date(arr: pa.Array, field: FieldDescribe) -> tuple[pa.Array, list[_Bad]]:
     t = arr.type
     if pa.types.is_date(t):
         return to_text(arr), []
@@ -249,6 +365,11 @@ def _coerce_date(arr: pa.Array, field: FieldDescribe) -> tuple[pa.Array, list[_B
 
 
 def _coerce_datetime(arr: pa.Array, field: FieldDescribe) -> tuple[pa.Array, list[_Bad]]:
+    values, bads = _parse_datetime(arr, field)
+    return values, [*bads, _year_bad(field.name, values)]
+
+
+def _parse_datetime(arr: pa.Array, field: FieldDescribe) -> tuple[pa.Array, list[_Bad]]:
     t = arr.type
     if pa.types.is_timestamp(t):
         return _datetime_text(arr), []
@@ -292,16 +413,82 @@ def _parse_datetimes_slowly(text: pa.Array) -> pa.Array:
     return pa.array(out, pa.timestamp("us", tz="UTC"))
 
 
+def _strip_nul(text: pa.Array) -> pa.Array:
+    # Salesforce drops NUL characters from what it saves; sending them would make the
+    # record differ from the payload the diff hashed (and the Bulk echo from the upload).
+    return pc.replace_substring(text, "\x00", "")
+
+
+def canonical_multi_select(arr: pa.Array) -> pa.Array:
+    """A multi-select picklist's values as one `;`-joined text in one order: sorted, each
+    value once, empty and null elements dropped (a list holding a null clears nothing).
+    A warehouse's unordered `array_agg` then hashes the same every run, and Salesforce,
+    which keeps the set, holds what was sent."""
+    arr = _plain(arr)
+    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        lists = pc.cast(arr, pa.list_(pa.string()))
+    else:
+        lists = pc.split_pattern(to_text(arr), ";")
+    n = len(lists)
+    parents = pc.list_parent_indices(lists)
+    values = _strip_nul(pc.list_flatten(lists))
+    keep = pc.fill_null(pc.not_equal(values, ""), False)
+    pairs = pa.table({"p": parents, "v": values}).filter(keep)
+    pairs = (
+        pairs.group_by(["p", "v"]).aggregate([]).sort_by([("p", "ascending"), ("v", "ascending")])
+    )
+    counts = np.bincount(pairs.column("p").to_numpy(), minlength=n)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    joined = pc.binary_join(
+        pa.ListArray.from_arrays(pa.array(offsets), pairs.column("v").combine_chunks()), ";"
+    )
+    return pc.if_else(pa.array(counts > 0), joined, pa.scalar(None, pa.string()))
+
+
+_ID_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+
+
+def id18(value: str) -> str:
+    """The 18-character form of a 15-character Id: three checksum characters, one per
+    block of five, whose bits say which characters are upper case (Salesforce's rule)."""
+    if len(value) != 15:
+        return value
+    suffix = ""
+    for block in range(3):
+        bits = sum(
+            1 << i for i, c in enumerate(value[block * 5 : block * 5 + 5]) if "A" <= c <= "Z"
+        )
+        suffix += _ID_SUFFIX[bits]
+    return value + suffix
+
+
+def canonical_ids(text: pa.Array) -> pa.Array:
+    """Ids in their 18-character form (Salesforce accepts 15, case-sensitive, and answers
+    18; one record's two spellings are then one key)."""
+    short = pc.fill_null(pc.equal(pc.utf8_length(text), 15), False)
+    if not pc.any(short).as_py():
+        return text
+    rows = np.flatnonzero(short.to_numpy(zero_copy_only=False))
+    values = text.to_pylist()
+    for row in rows:
+        values[row] = id18(values[row])
+    return pa.array(values, pa.string())
+
+
 def _coerce_text(
     arr: pa.Array, field: FieldDescribe | None, name: str
 ) -> tuple[pa.Array, list[_Bad]]:
-    text = _empty_to_null(to_text(arr))
+    if field is not None and field.type == "multipicklist":
+        text = canonical_multi_select(arr)
+    else:
+        text = _empty_to_null(_strip_nul(to_text(arr)))
     bads: list[_Bad] = []
     if field is None:
         return text, bads
     if field.type in ID_TYPES:
         text = pc.utf8_trim_whitespace(text)
-        malformed = pc.and_(pc.is_valid(text), _not(pc.match_substring_regex(text, _ID_RE)))
+        well_formed = pc.match_substring_regex(text, _ID_RE)
+        malformed = pc.and_(pc.is_valid(text), _not(well_formed))
         bads.append(
             _Bad(
                 malformed,
@@ -309,7 +496,7 @@ def _coerce_text(
                 lambda v: f"{name}: id value of incorrect type: {_shorten(v)}",
             )
         )
-        return text, bads
+        return canonical_ids(pc.if_else(malformed, pa.scalar(None, pa.string()), text)), bads
     if field.type in ("picklist", "multipicklist") and field.restrictedPicklist:
         allowed = pa.array(field.active_picklist_values, pa.string())
         if field.type == "picklist":
