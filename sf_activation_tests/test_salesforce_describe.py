@@ -86,6 +86,10 @@ def test_a_mapping_that_fits_passes():
         ("insert", {"i": "Id"}, "Id cannot be written by insert"),
         ("update", {"n": "Name"}, "update needs a column mapped to Id or to external_id"),
         ("upsert", {"key": "Ext__c", "a": "Name", "b": "name"}, "already mapped from column 'a'"),
+        # Names as describe spells them: Bulk result headers and payload keys are Salesforce's.
+        ("upsert", {"key": "Ext__c", "n": "name"}, "Widget__c.name: field names are case-sensitive here: use Name"),
+        ("upsert", {"key": "Ext__c", "p": "account__r.External_Id__c"}, "use Account__r"),
+        ("upsert", {"key": "Ext__c", "p": "Account__r.external_id__c"}, "use External_Id__c"),
     ],
 )  # fmt: skip
 def test_a_mapping_that_cannot_work_names_model_column_and_field(operation, field_map, expected):
@@ -94,6 +98,12 @@ def test_a_mapping_that_cannot_work_names_model_column_and_field(operation, fiel
         check(operation, field_map, external_id=external_id)
     assert expected in str(info.value)
     assert "model 'widgets'" in str(info.value)
+
+
+def test_an_external_id_spelled_unlike_describe_is_refused():
+    with pytest.raises(MappingError) as info:
+        check("upsert", {"key": "Ext__c"}, external_id="ext__c")
+    assert "Widget__c.ext__c: field names are case-sensitive here: use Ext__c" in str(info.value)
 
 
 def test_every_problem_is_listed_in_one_error():

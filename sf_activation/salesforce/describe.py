@@ -165,6 +165,8 @@ def validate_mapping(
                 )
             elif external_id.lower() not in seen:
                 problem(None, external_id, "external_id field is not mapped from any column")
+            elif ext.name != external_id:
+                problem(None, external_id, f"field names are case-sensitive here: use {ext.name}")
     if operation in ("update", "delete") and "id" not in seen:
         if external_id and external_id.lower() in seen:
             ext = describe.field(external_id)
@@ -204,6 +206,13 @@ def _check_lookup(
 ) -> None:
     relationship, _, parent_field = sf_field.partition(".")
     reference = describe.relationship(relationship)
+    if reference is not None and reference.relationshipName not in (None, relationship):
+        problem(
+            column,
+            sf_field,
+            f"relationship names are case-sensitive here: use {reference.relationshipName}",
+        )
+        return
     if reference is None or reference.type != "reference":
         problem(
             column,
@@ -233,6 +242,8 @@ def _check_lookup(
     target = parent.field(parent_field)
     if target is None:
         problem(column, sf_field, f"no field {parent_field!r} on the parent object {parent_name}")
+    elif target.name != parent_field:
+        problem(column, sf_field, f"field names are case-sensitive here: use {target.name}")
     elif not (target.externalId or target.name == "Id" or target.idLookup):
         problem(
             column,
