@@ -117,6 +117,9 @@ class Settings(BaseModel):
     dbt_target_dir: Path | None = None
     # Mirror runs may delete more than max_delete_rate (a deliberate clean-up).
     allow_deletes: bool = False
+    # An insert model without state may create records Salesforce already holds
+    # (sf_activation/insert_baseline.py): a deliberate re-load.
+    allow_reinsert: bool = False
     # Confirmed rows buffered before a durable state commit (insert always commits per call):
     # what a killed run may re-send, traded against one Parquet write per Composite call.
     commit_rows: int = 2_000
@@ -144,6 +147,8 @@ class Settings(BaseModel):
             rejects_sse=get("SF_ACTIVATION_REJECTS_SSE"),
             dbt_target_dir=get("SF_ACTIVATION_DBT_TARGET_DIR"),
             allow_deletes=(get("SF_ACTIVATION_ALLOW_DELETES", "") or "").lower()
+            in ("1", "true", "yes"),
+            allow_reinsert=(get("SF_ACTIVATION_ALLOW_REINSERT", "") or "").lower()
             in ("1", "true", "yes"),
             commit_rows=_number(get, "SF_ACTIVATION_COMMIT_ROWS", 2000, int),
             lease_wait_s=_number(get, "SF_ACTIVATION_LEASE_WAIT_S", 0.0, float),

@@ -26,6 +26,7 @@ from sf_activation import synced_under
 from sf_activation.config import Settings
 from sf_activation.diff import Plan, check_delete_rate, plan_changes
 from sf_activation.in_flight import InFlight
+from sf_activation.insert_baseline import check_insert_baseline
 from sf_activation.interrupts import SyncInterrupted, stop_on_signals
 from sf_activation.lease import ModelLease
 from sf_activation.ledger import LedgerTracker, SendLedger
@@ -90,6 +91,7 @@ class SyncRun:
         run_id: str | None = None,
         full_resync: bool = False,
         allow_deletes: bool = False,
+        allow_reinsert: bool = False,
         progress: ProgressCallback | None = None,
         work_dir: Path | None = None,
     ) -> None:
@@ -99,6 +101,7 @@ class SyncRun:
         self.run_id = run_id or new_run_id()
         self.full_resync = full_resync
         self.allow_deletes = allow_deletes or settings.allow_deletes
+        self.allow_reinsert = allow_reinsert or settings.allow_reinsert
         self.progress = progress or (lambda phase, done, total: None)
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix=f"sf-activation-{spec.name}-"))
@@ -304,6 +307,10 @@ class SyncRun:
             if ledger_pass.run(self.ledger.ledger.entries(), this_run=False):
                 self._cleanup_plan()  # state changed under a plan made earlier
             plan = self._plan or self.plan()
+            if not self.allow_reinsert:
+                check_insert_baseline(
+                    self.spec, plan, self.client, state_url=self.settings.state_url
+                )
             self._reject_invalid(plan, sink)
             cpu_at_send, wall_at_send = time.process_time(), time.monotonic()
             self._send_changes(plan, settler, ledger_pass)
