@@ -625,6 +625,7 @@ def check_delete_rate(
     synced_count: int | None = None,
     allow_deletes: bool = False,
     model_path: str | None = None,
+    mask_keys: bool = False,
 ) -> None:
     """Refuse a mirror plan that would delete more than ``max_delete_rate`` of the synced
     records, so an empty or broken query cannot wipe Salesforce. ``synced_count`` defaults
@@ -643,6 +644,8 @@ def check_delete_rate(
         ]
     finally:
         cur.close()
+    if mask_keys:  # the key maps to a `redact:` field
+        examples = [REDACTED] * len(examples)
     where = model_path or f"models/{model}.yml"
     why = (
         "the query returned no rows"

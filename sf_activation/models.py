@@ -127,6 +127,11 @@ class ModelSpec(BaseModel):
         return self.external_id
 
     @property
+    def primary_key_redacted(self) -> bool:
+        """The primary key maps to a `redact:` field: it is masked wherever it is shown."""
+        return self.fields.get(self.primary_key) in set(self.redact)
+
+    @property
     def columns(self) -> list[str]:
         """Model columns the query must return: the primary key, then the mapped ones."""
         cols = [self.primary_key]

@@ -117,6 +117,8 @@ class RejectSink:
     run_id: str
     redact: Iterable[str] = ()
     sse: str | None = None
+    # The primary key maps to a redacted field (an e-mail as the key): masked too.
+    redact_primary_key: bool = False
     count: int = 0
     codes: Counter[str] = field(default_factory=Counter)
     _spool: Any = None
@@ -172,7 +174,9 @@ class RejectSink:
             "object": self.object_name,
             "operation": self.operation,
             "transport": transport,
-            "primary_key": primary_key,
+            "primary_key": (
+                REDACTED if self.redact_primary_key and primary_key is not None else primary_key
+            ),
             "record": masked,
             "error_code": error_code,
             "message": message,

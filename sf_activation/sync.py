@@ -180,7 +180,8 @@ class SyncRun:
         if spec.operation != "mirror":
             self.summary.removed = 0
         # Samples reach terminals, JSON summaries and the Dagster UI: PII stays masked.
-        self.summary.sample_changes = mask_redacted(plan.sample_changes(5), set(spec.redact))
+        masked = set(spec.redact) | ({"pk"} if spec.primary_key_redacted else set())
+        self.summary.sample_changes = mask_redacted(plan.sample_changes(5), masked)
         accounted = sum(
             self.summary.__dict__[k]
             for k in ("invalid", "added", "changed", "unchanged", "pending")
@@ -196,6 +197,7 @@ class SyncRun:
                 model=spec.name,
                 allow_deletes=self.allow_deletes,
                 model_path=spec.display_path,
+                mask_keys=spec.primary_key_redacted,
             )
         to_send = self.summary.added + self.summary.changed + self.summary.pending
         if self.full_resync:
@@ -284,6 +286,7 @@ class SyncRun:
             run_id=self.run_id,
             redact=self.spec.redact,
             sse=self.settings.rejects_sse,
+            redact_primary_key=self.spec.primary_key_redacted,
         )
         settler = Settler(
             state=self.state,

@@ -215,8 +215,9 @@ def test_hostile_values_land_exactly_or_are_rejected_with_a_reason(
     assert set(held) == {pk for pk, outcome in expected.items() if outcome == "lands"}
     for pk, name, _, description, outcome in HOSTILE:
         if outcome == "lands":
-            assert held[pk]["Name"] == name, pk
-            assert held[pk]["Description"] == description, pk
+            # NUL characters are dropped, as a real org drops them on save.
+            assert held[pk]["Name"] == name.replace("\x00", ""), pk
+            assert held[pk]["Description"] == description.replace("\x00", ""), pk
     assert summary["rows"] == summary["succeeded"] + summary["rejected"]
     # Nothing changed, nothing re-sent: the canonical payload survives the round trip.
     assert ws.sync("v")["succeeded"] == 0

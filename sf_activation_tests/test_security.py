@@ -153,6 +153,50 @@ def test_no_state_file_holds_a_redacted_value_in_clear(
         assert any(p and '"Name":"***REDACTED***"' in p for p in payloads), path
 
 
+def test_a_primary_key_that_maps_to_a_redacted_field_is_masked_wherever_shown(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    ws = Workspace(tmp_path / "ws", emulator)
+    ws.sql(
+        "CREATE TABLE people AS SELECT 'person' || i || '@private.example' AS email, "
+        "'K-' || i AS ext, CASE WHEN i = 3 THEN repeat('x', 300) ELSE 'Last ' || i END AS last "
+        "FROM range(10) t(i)"
+    )
+    ws.model(
+        "people",
+        """
+        object: Contact
+        operation: mirror
+        primary_key: email
+        external_id: External_Id__c
+        query: SELECT email, ext, last FROM people
+        transport: composite
+        redact: [Email]
+        fields:
+          email: Email
+          ext: External_Id__c
+          last: LastName
+        """,
+    )
+    first = ws.run("sync", "people", "--json")
+    summary = json.loads(first.stdout)
+    assert summary["succeeded"] == 9 and summary["rejected"] == 1, summary
+    ws.sql("UPDATE people SET last = last || '!'")
+    ws.sql("DELETE FROM people WHERE email LIKE 'person%' AND ext <> 'K-0'")
+    refused = ws.run("sync", "people", "--json", check=False)
+    assert refused.returncode != 0 and "refusing to delete" in refused.stderr
+    plan = ws.run("plan", "people", "--json", check=False)
+    outputs = [first.stdout, first.stderr, refused.stdout, refused.stderr, plan.stdout]
+    # The state keeps the key itself (it is what the next run joins on), as the warehouse
+    # does; every reject file, summary, sample and message masks it.
+    files = [p for p in Path(ws.rejects_url).rglob("*") if p.is_file()]
+    assert files
+    blobs = outputs + [p.read_bytes().decode("utf-8", "replace") for p in files]
+    for blob in blobs:
+        assert "private.example" not in blob, blob[:2000]
+    assert [r["primary_key"] for r in ws.rejects(summary)] == ["***REDACTED***"]
+
+
 def test_tls_is_always_verified_and_only_an_explicit_ca_bundle_extends_trust(
     tmp_path: Path, emulator: EmulatorHandle
 ) -> None:
