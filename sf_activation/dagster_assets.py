@@ -16,11 +16,13 @@ from typing import Any
 
 import dagster as dg
 
+from sf_activation.config import Settings
 from sf_activation.dagster_resources import SalesforceResource, SyncSettingsResource, build_settings
 from sf_activation.models import ModelSpec
 from sf_activation.rejects import mask_redacted
 from sf_activation.summary import SyncSummary
 from sf_activation.sync import plan_sync, run_sync
+from sf_activation.windows import Window, partition_bounds, restrict_to_window
 
 GROUP_NAME = "sf_activation"
 CHECK_NAME = "rejected_rows"
@@ -57,49 +59,76 @@ def dbt_asset_key(name: str) -> dg.AssetKey:
 
 
 def partitions_for(spec: ModelSpec) -> dg.TimeWindowPartitionsDefinition | None:
-    """Time-window partitions for an insert-only activity model with `partition_by:`."""
+    """Time-window partitions for an insert-only activity model with `partition_by:`.
+
+    The windows are UTC (`partition_by.start`/`end` are converted to UTC, offsets and all).
+    An unaligned start or end is widened to the cadence's boundaries so the partitions
+    cover every instant from start to end; each run reads only the part of its window
+    inside [start, end) (`_spec_for_run`).
+    """
     pb = spec.partition_by
     if pb is None:
         return None
-    start = _as_datetime(pb.start)
-    end = _as_datetime(pb.end) if pb.end is not None else None
+    start, end = partition_bounds(pb)
     kinds: dict[str, Callable[..., dg.TimeWindowPartitionsDefinition]] = {
         "hourly": dg.HourlyPartitionsDefinition,
         "daily": dg.DailyPartitionsDefinition,
         "weekly": dg.WeeklyPartitionsDefinition,
         "monthly": dg.MonthlyPartitionsDefinition,
     }
-    return kinds[pb.cadence](start_date=start, end_date=end, timezone="UTC")
+    # Dagster drops a datetime's offset rather than converting it: give it naive UTC.
+    first = _cadence_floor(start, pb.cadence).replace(tzinfo=None)
+    last = _cadence_ceil(end, pb.cadence).replace(tzinfo=None) if end is not None else None
+    return kinds[pb.cadence](start_date=first, end_date=last, timezone="UTC")
 
 
-def _as_datetime(value: dt.date | dt.datetime) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=None) if value.tzinfo else value
-    return dt.datetime(value.year, value.month, value.day)
+def _cadence_floor(value: dt.datetime, cadence: str) -> dt.datetime:
+    """The start of the UTC partition holding `value` (Dagster's boundaries: weeks start
+    on Sunday, months on the 1st, all at 00:00)."""
+    if cadence == "hourly":
+        return value.replace(minute=0, second=0, microsecond=0)
+    day = value.replace(hour=0, minute=0, second=0, microsecond=0)
+    if cadence == "weekly":
+        return day - dt.timedelta(days=(day.weekday() + 1) % 7)
+    if cadence == "monthly":
+        return day.replace(day=1)
+    return day
 
 
-def _timestamp_literal(value: dt.datetime) -> str:
-    # The warehouse layer takes no bind parameters; a timestamp we format ourselves is safe
-    # to inline. Standard SQL, understood by DuckDB, Postgres and Snowflake.
-    utc = value.astimezone(dt.UTC) if value.tzinfo else value
-    return f"TIMESTAMP '{utc.strftime('%Y-%m-%d %H:%M:%S')}'"
+def _cadence_ceil(value: dt.datetime, cadence: str) -> dt.datetime:
+    """The end of the UTC partition holding the instant just before `value`."""
+    floor = _cadence_floor(value, cadence)
+    if floor == value:
+        return value
+    if cadence == "hourly":
+        return floor + dt.timedelta(hours=1)
+    if cadence == "weekly":
+        return floor + dt.timedelta(days=7)
+    if cadence == "monthly":
+        return (floor + dt.timedelta(days=32)).replace(day=1)
+    return floor + dt.timedelta(days=1)
 
 
-def spec_for_window(spec: ModelSpec, start: dt.datetime, end: dt.datetime) -> ModelSpec:
-    """The model restricted to [start, end) of its partition column."""
-    head, sep, tail = spec.partition_sql().rpartition(") AS _model WHERE ")
-    tail = tail.replace(":start", _timestamp_literal(start)).replace(
-        ":end", _timestamp_literal(end)
-    )
-    return spec.model_copy(update={"sql_text": head + sep + tail})
+def spec_for_window(
+    spec: ModelSpec, start: dt.datetime, end: dt.datetime, warehouse_url: str
+) -> ModelSpec:
+    """The model restricted to [start, end) of its partition column (see
+    `sf_activation.windows.restrict_to_window`: UTC instants in any session time zone)."""
+    return restrict_to_window(spec, Window(start, end), warehouse_url)
 
 
-def _spec_for_run(spec: ModelSpec, context: dg.AssetExecutionContext) -> ModelSpec:
+def _spec_for_run(
+    spec: ModelSpec, context: dg.AssetExecutionContext, settings: Settings
+) -> ModelSpec:
     if spec.partition_by is None:
         return spec
-    # A single-run backfill of a range sees the whole range as one window.
+    # A single-run backfill of a range sees the whole range as one window; the first and
+    # last partitions may reach past partition_by's start and end, which bound the read.
     window = context.partition_time_window
-    return spec_for_window(spec, window.start, window.end)
+    clipped = Window(window.start, window.end).clipped_to(spec.partition_by)
+    return spec_for_window(
+        spec, clipped.start, clipped.end, settings.warehouse_url.get_secret_value()
+    )
 
 
 # ------------------------------------------------------------------------ metadata
@@ -386,9 +415,9 @@ def _build(
         salesforce: SalesforceResource,
         sync_settings: SyncSettingsResource,
     ) -> dg.MaterializeResult:
-        run_spec = _spec_for_run(spec, context)
         settings = build_settings(salesforce, sync_settings)
         with _user_errors_as_failures():
+            run_spec = _spec_for_run(spec, context, settings)
             # A dry run: it reads describe and state, sends nothing. Deletes beyond
             # max_delete_rate are refused by the sync step, where allow_deletes is set.
             summary = plan_sync(
@@ -435,9 +464,9 @@ def _build(
         salesforce: SalesforceResource,
         sync_settings: SyncSettingsResource,
     ) -> dg.MaterializeResult:
-        run_spec = _spec_for_run(spec, context)
         settings = build_settings(salesforce, sync_settings)
         with _user_errors_as_failures():
+            run_spec = _spec_for_run(spec, context, settings)
             summary = run_sync(
                 run_spec,
                 settings,

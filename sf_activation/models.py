@@ -55,9 +55,10 @@ class PartitionBy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     column: str = Field(min_length=1)
-    start: dt.date | dt.datetime
+    # datetime first: a quoted "2024-01-01T00:00:00+02:00" is a datetime, not its date.
+    start: dt.datetime | dt.date
     cadence: Literal["hourly", "daily", "weekly", "monthly"] = "daily"
-    end: dt.date | dt.datetime | None = None  # open-ended (up to now) when absent
+    end: dt.datetime | dt.date | None = None  # open-ended (up to now) when absent
 
 
 class ModelFile(BaseModel):

@@ -54,9 +54,12 @@ def test_a_lost_state_is_refused_before_anything_is_sent(
     assert ws.run("sync", "leads_renamed", check=False).returncode == 2
     assert len(emulator.records("Lead")) == 30
 
-    # Meant: a deliberate re-load creates them again.
-    again = ws.sync("leads", env={"SF_ACTIVATION_ALLOW_REINSERT": "1"})
+    # Meant: a deliberate re-load creates them again (flag or environment).
+    again = ws.sync("leads", "--allow-reinsert")
     assert again["succeeded"] == 30 and len(emulator.records("Lead")) == 60
+    shutil.rmtree(Path(ws.state_url) / "leads")
+    again = ws.sync("leads", env={"SF_ACTIVATION_ALLOW_REINSERT": "1"})
+    assert again["succeeded"] == 30 and len(emulator.records("Lead")) == 90
 
 
 def test_a_first_run_beside_other_records_proceeds(
