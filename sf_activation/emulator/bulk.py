@@ -366,6 +366,10 @@ class BulkIngest:
             )
             batches += 1
             results_iter = iter(results)
+            # Result rows echo the upload as sent, not the values saved (NULs, which the
+            # org strips from saved text, stay; numbers keep their digits as written):
+            # the docs give "field data for the row that was provided in the original job
+            # data upload request" (Get Job Successful / Failed Record Results).
             successful: list[tuple[str, bool, list[str]]] = []
             failed: list[tuple[str, str, list[str]]] = []
             for i, row in enumerate(part):

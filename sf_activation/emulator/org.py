@@ -7,6 +7,7 @@ One re-entrant lock guards everything: Bulk jobs may run in worker threads.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 from sf_activation.emulator import ids
 from sf_activation.emulator.schema import (
+    NUMBER_TYPES,
     FieldInfo,
     ObjectSchema,
     RecordError,
@@ -30,6 +32,28 @@ ROLLED_BACK = RecordError(
 SYSTEM_FIELDS = ("Id", "IsDeleted", "CreatedDate", "LastModifiedDate", "SystemModstamp")
 ORG_NAME = "Emulator Org"
 USERNAME = "admin@emulator.example.com"
+
+
+def _exact_numbers(
+    schema: ObjectSchema, records: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Records restored from a snapshot, Number fields as Decimals.
+
+    Snapshots written before numbers were exact hold floats; as Decimals they index and
+    compare like values written now.
+    """
+    numeric = [f for f in schema.fields.values() if f.type in NUMBER_TYPES]
+    out: dict[str, dict[str, Any]] = {}
+    for rid, record in records.items():
+        floats = [f for f in numeric if type(record.get(f.name)) is float]
+        if floats:
+            record = dict(record)
+            for f in floats:
+                # Out of range under a changed describe: kept as stored.
+                with contextlib.suppress(RecordError):
+                    record[f.name] = f.coerce(f, record[f.name], False)
+        out[rid] = record
+    return out
 
 
 class UnknownObjectError(KeyError):
@@ -735,7 +759,7 @@ class Org:
                 for object_name, records in saved.items():
                     schema = self.schema(object_name)
                     if schema is not None:  # an object dropped from the schema stays dropped
-                        store[schema.name] = dict(records)
+                        store[schema.name] = _exact_numbers(schema, records)
             self._purged = set(data["purged"])
             self._counter = max(self._counter, data["counter"])
             self._autonumbers = dict(data["autonumbers"])

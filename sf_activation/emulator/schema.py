@@ -6,10 +6,10 @@ write path does dictionary look-ups and one small function call per value.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 
@@ -30,8 +30,18 @@ STRING_TYPES = frozenset(
     {"string", "textarea", "phone", "url", "picklist", "multipicklist", "combobox", "email"}
     | {"encryptedstring", "base64"}
 )
+# Number, Currency and Percent: stored as exact Decimals at the field's scale.
+NUMBER_TYPES = frozenset({"double", "currency", "percent"})
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NUMBER_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+# Salesforce keeps dates from 1700-01-01 to 4000-12-31 (GMT) only: "Minimum and Maximum
+# Dates" in the SOQL date formats reference, and "Data Import Dates" in the Data Loader
+# guide. No page names the error a write outside that range gets (one report of an Apex
+# insert saw FIELD_INTEGRITY_EXCEPTION); the API's answer to a value a date field cannot
+# take is INVALID_TYPE_ON_FIELD_IN_RECORD, so that is what the emulator says.
+MIN_YEAR = 1700
+MAX_YEAR = 4000
 
 
 def _type_error(f: FieldInfo, value: Any) -> RecordError:
@@ -46,10 +56,14 @@ def _coerce_string(f: FieldInfo, value: Any, csv: bool) -> Any:
     if not isinstance(value, str):
         if isinstance(value, bool):
             value = "true" if value else "false"
-        elif isinstance(value, int | float):
+        elif isinstance(value, int | float | Decimal):
             value = repr(value) if isinstance(value, float) else str(value)
         else:
             raise _type_error(f, value)
+    if "\x00" in value:
+        # A real org drops NUL characters from the text it saves (JSON `\u0000` and CSV
+        # alike); what is left is what the length and picklist rules see.
+        value = value.replace("\x00", "")
     if f.length and len(value) > f.length:
         raise RecordError(
             "STRING_TOO_LONG",
@@ -74,20 +88,17 @@ def _coerce_string(f: FieldInfo, value: Any, csv: bool) -> Any:
 
 def _coerce_plain_string(f: FieldInfo, value: Any, csv: bool) -> Any:
     # Fast path for text fields without picklist or e-mail rules (most fields).
-    if type(value) is str and len(value) <= f.length:
+    if type(value) is str and len(value) <= f.length and "\x00" not in value:
         return value
     return _coerce_string(f, value, csv)
 
 
-def _check_range(f: FieldInfo, value: Any, number: float) -> None:
-    # precision is total digits, scale the ones after the point; ints carry `digits`.
-    max_int_digits = f.digits if f.type in ("int", "long") else f.precision - f.scale
-    if max_int_digits > 0 and abs(number) >= 10.0**max_int_digits:
-        raise RecordError(
-            "NUMBER_OUTSIDE_VALID_RANGE",
-            f"{f.label}: value outside of valid range on numeric field: {value}",
-            [f.name],
-        )
+def _out_of_range(f: FieldInfo, value: Any) -> RecordError:
+    return RecordError(
+        "NUMBER_OUTSIDE_VALID_RANGE",
+        f"{f.label}: value outside of valid range on numeric field: {value}",
+        [f.name],
+    )
 
 
 def _coerce_int(f: FieldInfo, value: Any, csv: bool) -> Any:
@@ -95,41 +106,64 @@ def _coerce_int(f: FieldInfo, value: Any, csv: bool) -> Any:
         raise _type_error(f, value)
     if isinstance(value, int):
         number = value
-    elif isinstance(value, float) and value.is_integer():
+    elif isinstance(value, float | Decimal) and _integral(value):
         number = int(value)
     elif isinstance(value, str):
         try:
             number = int(value.strip())
         except ValueError:
-            try:
-                as_float = float(value)
-            except ValueError:
+            exact = _decimal(value)
+            if exact is None or not _integral(exact):
                 raise _type_error(f, value) from None
-            if not as_float.is_integer():
-                raise _type_error(f, value) from None
-            number = int(as_float)
+            number = int(exact)
     else:
         raise _type_error(f, value)
-    _check_range(f, value, number)
+    # Integer fields carry their size in `digits`.
+    if f.digits > 0 and abs(number) >= 10**f.digits:
+        raise _out_of_range(f, value)
     return number
 
 
+def _integral(number: float | Decimal) -> bool:
+    if isinstance(number, float):
+        return number.is_integer()
+    return number.is_finite() and number == number.to_integral_value()
+
+
+def _decimal(text: str) -> Decimal | None:
+    text = text.strip()
+    return Decimal(text) if _NUMBER_RE.match(text) else None
+
+
 def _coerce_double(f: FieldInfo, value: Any, csv: bool) -> Any:
-    if isinstance(value, bool):
-        raise _type_error(f, value)
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise _type_error(f, value) from None
+    """An exact Decimal at the field's scale (Salesforce keeps 18 digits, not a float)."""
+    kind = type(value)
+    if kind is float:
+        # repr is the shortest literal that reads back as this float: the one sent.
+        number = Decimal(repr(value))
+    elif kind is str:
+        parsed = _decimal(value)
+        if parsed is None:
+            raise _type_error(f, value)
+        number = parsed
+    elif kind is Decimal:
+        number = value
+    elif kind is int:
+        number = Decimal(value)
     else:
         raise _type_error(f, value)
-    if math.isnan(number) or math.isinf(number):
+    if not number.is_finite():
         raise _type_error(f, value)
-    _check_range(f, value, number)
-    return round(number, f.scale) if f.scale else float(round(number))
+    try:
+        # Salesforce rounds to the scale half away from zero (BigDecimal HALF_UP).
+        rounded = number.quantize(f.quantum, ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than a Decimal context holds: far too big
+        raise _out_of_range(f, value) from None
+    # precision is total digits, scale the ones after the point; checked after rounding,
+    # so 999.995 at Number(5, 2) (1000.00) is refused too.
+    if f.number_limit is not None and abs(rounded) >= f.number_limit:
+        raise _out_of_range(f, value)
+    return rounded
 
 
 def _coerce_boolean(f: FieldInfo, value: Any, csv: bool) -> Any:
@@ -148,12 +182,13 @@ def _coerce_date(f: FieldInfo, value: Any, csv: bool) -> Any:
     if isinstance(value, str):
         text = value.strip()
         try:
-            if _DATE_RE.match(text):
-                return date.fromisoformat(text).isoformat()
             # A datetime given for a date field keeps its date part, as the API does.
-            return _parse_datetime(text).date().isoformat()
-        except ValueError:
+            day = date.fromisoformat(text) if _DATE_RE.match(text) else _parse_datetime(text).date()
+        except (ValueError, OverflowError):
             pass
+        else:
+            if MIN_YEAR <= day.year <= MAX_YEAR:
+                return day.isoformat()
     raise _type_error(f, value)
 
 
@@ -176,9 +211,13 @@ def format_datetime(moment: datetime) -> str:
 def _coerce_datetime(f: FieldInfo, value: Any, csv: bool) -> Any:
     if isinstance(value, str):
         try:
-            return format_datetime(_parse_datetime(value.strip()))
-        except ValueError:
+            moment = _parse_datetime(value.strip())
+        except (ValueError, OverflowError):
             pass
+        else:
+            # The range is in GMT: 1699-12-31T20:00:00-05:00 is 1700 and fine.
+            if MIN_YEAR <= moment.year <= MAX_YEAR:
+                return format_datetime(moment)
     raise _type_error(f, value)
 
 
@@ -232,6 +271,8 @@ class FieldInfo:
         "restricted",
         "coerce",
         "null_value",
+        "quantum",
+        "number_limit",
     )
 
     def __init__(self, raw: dict[str, Any]) -> None:
@@ -242,6 +283,12 @@ class FieldInfo:
         self.precision: int = int(raw.get("precision") or 0)
         self.scale: int = int(raw.get("scale") or 0)
         self.digits: int = int(raw.get("digits") or 0)
+        # What a Number/Currency/Percent value is rounded to on save: 1, 0.01, ...
+        self.quantum = Decimal(1).scaleb(-self.scale)
+        # The smallest magnitude with more integer digits than precision - scale allows.
+        self.number_limit: Decimal | None = (
+            Decimal(10) ** max(self.precision - self.scale, 0) if self.precision else None
+        )
         self.nillable: bool = bool(raw.get("nillable", True))
         self.createable: bool = bool(raw.get("createable", False))
         self.updateable: bool = bool(raw.get("updateable", False))

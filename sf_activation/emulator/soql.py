@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol
 
 
@@ -111,7 +112,8 @@ def _tokenize(soql: str) -> list[_Token]:
         if kind == "ident" and "." not in text and text.upper() in _KEYWORDS:
             tokens.append(_Token("keyword", text.upper(), start, text))
         elif kind == "number":
-            value: Any = float(text) if any(c in text for c in ".") else int(text)
+            # Exact, as the numbers it is compared with are (18-digit Number fields).
+            value: Any = Decimal(text) if "." in text else int(text)
             tokens.append(_Token("number", value, start, text))
         else:
             tokens.append(_Token(kind, text, start, text))
@@ -661,6 +663,17 @@ def _parse_dt(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _exact_number(value: Any) -> Any:
+    """A stored number as a Decimal (ints and Decimals exactly; a float as its literal)."""
+    if value is None or isinstance(value, Decimal | bool):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return value
+
+
 def _type_message(f: dict[str, Any], expected: str, quoted: bool) -> str:
     quotes = "should be enclosed in quotes" if quoted else "should not be enclosed in quotes"
     return (
@@ -723,7 +736,7 @@ class _Compiler:
         if t in _NUMBER:
             if lit.kind != "number":
                 raise self._error(lit.pos, _type_message(f, "number", False))
-            return float(lit.value)
+            return Decimal(lit.value)
         if t == "boolean":
             if lit.kind != "boolean":
                 raise self._error(lit.pos, _type_message(f, "boolean", False))
@@ -753,7 +766,7 @@ class _Compiler:
         if t in _TEXT:
             return lambda v: v.lower() if isinstance(v, str) else v
         if t in _NUMBER:
-            return lambda v: float(v) if isinstance(v, int | float) else v
+            return _exact_number
         if t in ("date", "datetime"):
             return lambda v: _parse_dt(v) if isinstance(v, str) and v else None
         return lambda v: v
