@@ -6,12 +6,20 @@ over `max_job_bytes`, that job is run and a new spool starts. Memory holds one s
 
 Matching results to input rows. Salesforce returns successful, failed and unprocessed
 rows in any order and echoes only the original CSV columns (an extra key column is not
-allowed: an unknown header fails the job). So each row is identified by its full
-original CSV text, joined column by column. The CSV cells are computed by one function
-(`csv_cells`) both when writing and when matching, so they agree byte for byte. Rows
-whose cells are identical (possible on insert) form a group; results for the group are
-handed out one per row, which is a bijection: identical rows get identical outcomes except
-for the Ids, and any assignment of those Ids is consistent. Afterwards
+allowed: an unknown header fails the job). Result columns are found by header
+case-insensitively (Salesforce may spell a field `Name` where the upload said `name`).
+Update, delete and upsert rows are identified by their record identity (the `Id` column,
+or the External ID column of an upsert); insert rows, which have none before the result,
+by all of their CSV cells, joined column by column. The CSV cells are computed by one
+function (`csv_cells`) both when writing and when matching, so a faithful echo agrees
+byte for byte: that is the first pass. Result rows it leaves over are matched to the
+input rows it leaves over a second time, comparing cells as Salesforce compares values
+(`normalise_cells`): NUL characters dropped (an org strips them), numbers by value
+(`1.50` is `1.5`), Ids by their 15-character form, External IDs case-insensitively
+unless the field is case sensitive. Rows with the same key form a group; results for the
+group are handed out one per row, in order (the k-th result of a key to the k-th input
+row with it), which is a bijection: identical rows get identical outcomes except for the
+Ids, and any assignment of those Ids is consistent. Afterwards
 successful + failed + unprocessed must equal the rows uploaded; any input row without a
 result becomes a retryable outcome, never a silent loss.
 
@@ -22,6 +30,8 @@ latency), in another Bulk job when many.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import shutil
 import tempfile
@@ -41,7 +51,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from sf_activation.salesforce.auth import SalesforceSession
+from sf_activation.salesforce.bulk_matching import (  # noqa: F401 - re-exported
+    BOOL,
+    DECIMAL,
+    FLOAT,
+    ID,
+    INT,
+    TEXT,
+    TEXT_CI,
+    cell_rule,
+    identity_rule,
+    match_keys,
+    match_results,
+    match_rows,
+    normalise_cells,
+    result_column,
+    row_rules,
+)
 from sf_activation.salesforce.composite import CHUNK_SIZE, CollectionsApi, send_chunk
+from sf_activation.salesforce.describe import ObjectDescribe
 from sf_activation.salesforce.errors import (
     ApiLimitError,
     SalesforceError,
@@ -71,6 +99,7 @@ SLICE_ROWS = 10_000
 NULL_CELL = "#N/A"
 _SEP = "\x1f"
 _TERMINAL = {"JobComplete", "Failed", "Aborted"}
+_NULL_TEXT = pa.scalar(None, pa.string())
 _JSON = {"Content-Type": "application/json; charset=UTF-8"}
 
 
@@ -127,6 +156,11 @@ def _cell_text(arr: pa.Array) -> pa.Array:
     return pc.cast(arr, pa.string())
 
 
+def _field_cells(layout: PayloadLayout, values: pa.Array) -> pa.Array:
+    """CSV cells of a plain field column (a null is `#N/A` with `nulls: clear`, else empty)."""
+    return pc.fill_null(_cell_text(values), NULL_CELL if layout.clear_nulls else "")
+
+
 def csv_cells(layout: PayloadLayout, batch: pa.RecordBatch) -> list[pa.Array]:
     """String cells of each CSV column for `batch`, in `csv_header` order.
 
@@ -134,8 +168,7 @@ def csv_cells(layout: PayloadLayout, batch: pa.RecordBatch) -> list[pa.Array]:
     (leave the field alone) with `keep`; an empty lookup cell is always empty, and its
     reference column carries the `#N/A` instead.
     """
-    null_fill = NULL_CELL if layout.clear_nulls else ""
-    cells = [pc.fill_null(_cell_text(batch.column(name)), null_fill) for name in layout.fields]
+    cells = [_field_cells(layout, batch.column(name)) for name in layout.fields]
     lookup_values = [batch.column(lk.column) for lk in layout.lookups]
     cells.extend(pc.fill_null(_cell_text(values), "") for values in lookup_values)
     header = csv_header(layout)
@@ -160,55 +193,6 @@ def _csv_bytes(header: list[str], cells: list[pa.Array]) -> bytes:
 
 def _header_line(header: list[str]) -> bytes:
     return (",".join(header) + "\n").encode()
-
-
-def match_keys(cells: list[pa.Array]) -> pa.Array:
-    """One string per row identifying it by all of its CSV cells."""
-    if len(cells) == 1:
-        return cells[0]
-    return pc.binary_join_element_wise(*cells, _SEP)
-
-
-def _occurrences(keys: pa.Array) -> np.ndarray:
-    """For each row, how many earlier rows have the same key (0 for the first)."""
-    n = len(keys)
-    order = pc.sort_indices(keys).to_numpy()  # stable: equal keys keep row order
-    ordered = keys.take(pa.array(order))
-    starts = np.ones(n, dtype=bool)
-    if n > 1:
-        same = pc.equal(ordered.slice(1), ordered.slice(0, n - 1))
-        starts[1:] = ~np.asarray(pc.fill_null(same, False))
-    position = np.arange(n)
-    group_start = np.maximum.accumulate(np.where(starts, position, 0))
-    occurrence = np.empty(n, dtype=np.int64)
-    occurrence[order] = position - group_start
-    return occurrence
-
-
-def match_results(input_keys: pa.Array, result_keys: pa.Array) -> np.ndarray:
-    """The input row of each result row, or -1 when it matches none.
-
-    Rows whose keys are identical are paired in turn (the k-th result with a key to the k-th
-    input row with it), a hash join on (key, occurrence) in Arrow rather than a dict in
-    Python: matching was the larger part of a Bulk send's CPU.
-    """
-    m = len(result_keys)
-    matched = np.full(m, -1, dtype=np.int64)
-    if m == 0 or len(input_keys) == 0:
-        return matched
-    inputs = pa.table(
-        {
-            "k": input_keys,
-            "o": _occurrences(input_keys),
-            "i": np.arange(len(input_keys), dtype=np.int64),
-        }
-    )
-    results = pa.table(
-        {"k": result_keys, "o": _occurrences(result_keys), "j": np.arange(m, dtype=np.int64)}
-    )
-    joined = results.join(inputs, keys=["k", "o"], join_type="inner")
-    matched[joined.column("j").to_numpy()] = joined.column("i").to_numpy()
-    return matched
 
 
 # -- spooling ----------------------------------------------------------------------------
@@ -275,8 +259,12 @@ class BulkSender:
         on_outcomes: Callable[[Outcomes], None],
         stop: StopSignal | None = None,
         on_dispatch: Dispatch | None = None,
+        describe: ObjectDescribe | None = None,
     ) -> None:
         self.session = session
+        # The object's describe, when known: whether the External ID is case sensitive
+        # (else Salesforce's default, not) and which columns are Ids, for matching results.
+        self.describe = describe
         self.layout_for = layout_for
         self.policy = policy
         self.settings = settings
@@ -562,10 +550,9 @@ class BulkSender:
 
     # results -------------------------------------------------------------------------
 
-    def _results(
-        self, job_id: str, kind: str, header: list[str], extra: list[str]
-    ) -> pa.Table | None:
-        """A result CSV as a table of strings (no cell becomes null), or None when empty."""
+    def _results(self, job_id: str, kind: str) -> pa.Table | None:
+        """A result CSV as a table of strings (no cell becomes null), or None when empty.
+        Its columns are named as the file's header spells them (see `result_column`)."""
 
         def fetch() -> Path:
             response = self.session.request(
@@ -585,11 +572,16 @@ class BulkSender:
         try:
             if path.stat().st_size == 0:
                 return None
-            names = extra + header
+            names = _csv_file_header(path)
+            if not names:
+                return None
             return pcsv.read_csv(
                 path,
+                read_options=pcsv.ReadOptions(column_names=names, skip_rows=1),
                 parse_options=pcsv.ParseOptions(newlines_in_values=True),
                 convert_options=pcsv.ConvertOptions(
+                    # Every column as text, whatever the header calls it: a type inferred
+                    # from the values would re-render them (`007` → 7).
                     column_types={n: pa.string() for n in names},
                     strings_can_be_null=False,
                     quoted_strings_can_be_null=False,
@@ -602,10 +594,40 @@ class BulkSender:
         finally:
             path.unlink(missing_ok=True)
 
+    def _match(
+        self, layout: PayloadLayout, batch: pa.RecordBatch, parts: list[pa.Table], job_id: str
+    ) -> np.ndarray:
+        """The input row of each result row of `parts` (in order), -1 where none: by the
+        record identity for update, delete and upsert, by the whole row for insert."""
+        if not parts:
+            return np.empty(0, dtype=np.int64)
+        if layout.identity is not None:
+            values = batch.column(layout.identity)
+            names = [layout.identity]
+            inputs = [_field_cells(layout, values)]
+            rules = [identity_rule(layout, values.type, self.describe)]
+        else:
+            names = csv_header(layout)
+            inputs = csv_cells(layout, batch)
+            rules = row_rules(layout, batch.schema, self.describe, header=csv_header(layout))
+        results: list[pa.Array] = []
+        for name in names:
+            columns: list[pa.Array] = []
+            for table in parts:
+                column = result_column(table, name)
+                if column is None:
+                    log.error(
+                        "bulk job %s: a result file has no %s column; its rows match none",
+                        job_id, name,
+                    )  # fmt: skip
+                    column = pa.nulls(table.num_rows, pa.string())
+                columns.append(column)
+            results.append(pa.concat_arrays(columns))
+        return match_rows(inputs, results, rules)
+
     def _reconcile(
         self, layout: PayloadLayout, rows: pa.Table, attempt: int, info: JobInfo
     ) -> None:
-        header = csv_header(layout)
         rows = rows.combine_chunks()
         n = rows.num_rows
         if n == 0:
@@ -614,32 +636,25 @@ class BulkSender:
         keys = batch.column(KEY_COLUMN)
         unreadable: list[str] = []
 
-        def read(kind: str, extra: list[str]) -> pa.Table | None:
+        def read(kind: str) -> pa.Table | None:
             try:
-                table = self._results(info.id, kind, header, extra)
+                table = self._results(info.id, kind)
             except SalesforceError as exc:
                 log.warning("bulk job %s: cannot read %s: %s", info.id, kind, exc)
                 unreadable.append(f"{kind}: {exc}")
                 return None
             return table if table is not None and table.num_rows else None
 
-        success = read("successfulResults", ["sf__Id", "sf__Created"])
+        success = read("successfulResults")
         failed = None
         if info.numberRecordsFailed or info.state != "JobComplete":
-            failed = read("failedResults", ["sf__Id", "sf__Error"])
+            failed = read("failedResults")
         answered = sum(t.num_rows for t in (success, failed) if t is not None)
         unprocessed = None
         if info.state != "JobComplete" or answered != n:  # else everything is accounted for
-            unprocessed = read("unprocessedrecords", [])
+            unprocessed = read("unprocessedrecords")
         parts = [t for t in (success, failed, unprocessed) if t is not None]
-        matched = match_results(
-            match_keys(csv_cells(layout, batch)),
-            pa.concat_arrays(
-                [match_keys([t.column(h).combine_chunks() for h in header]) for t in parts]
-            )
-            if parts
-            else pa.array([], pa.string()),
-        )
+        matched = self._match(layout, batch, parts, info.id)
         n_success = success.num_rows if success is not None else 0
         n_failed = failed.num_rows if failed is not None else 0
         settled = np.zeros(n, dtype=bool)
@@ -650,12 +665,9 @@ class BulkSender:
             rows_of = matched[:n_success]
             found = rows_of >= 0
             chosen = pa.array(found)
-            ids = pc.if_else(
-                pc.equal(success.column("sf__Id"), ""),
-                pa.scalar(None, pa.string()),
-                success.column("sf__Id"),
-            )
-            created = pc.equal(pc.utf8_lower(success.column("sf__Created")), "true")
+            success_ids = _text_column(success, "sf__Id")
+            ids = pc.if_else(pc.equal(success_ids, ""), _NULL_TEXT, success_ids)
+            created = pc.equal(pc.utf8_lower(_text_column(success, "sf__Created")), "true")
             outcomes.append(
                 Outcomes.succeeded(
                     keys.take(pa.array(rows_of[found])).to_pylist(),
@@ -667,8 +679,8 @@ class BulkSender:
             settled[rows_of[found]] = True
         if failed is not None:
             rows_of = matched[n_success : n_success + n_failed]
-            ids = failed.column("sf__Id").to_pylist()
-            errors = failed.column("sf__Error").to_pylist()
+            ids = _text_column(failed, "sf__Id").to_pylist()
+            errors = _text_column(failed, "sf__Error").to_pylist()
             refused = Outcomes.empty()
             for j in np.flatnonzero(rows_of >= 0).tolist():
                 i = int(rows_of[j])
@@ -796,6 +808,22 @@ class BulkSender:
         self.on_outcomes(
             Outcomes.failed(keys, code, message, retryable=True, attempts=spool.attempt)
         )
+
+
+def _csv_file_header(path: Path) -> list[str]:
+    """The column names of a CSV file's first line (quoted or not, a BOM ignored)."""
+    with path.open("rb") as handle:
+        first = handle.readline()
+    line = first.decode("utf-8-sig").rstrip("\r\n")
+    return next(csv.reader(io.StringIO(line)), [])
+
+
+def _text_column(table: pa.Table, name: str) -> pa.Array:
+    """A result column by name (any case), empty cells when the file has none."""
+    column = result_column(table, name)
+    if column is None:
+        return pa.repeat(pa.scalar("", pa.string()), table.num_rows)
+    return column
 
 
 def _literal_na_mask(layout: PayloadLayout, batch: pa.RecordBatch) -> pa.Array | None:

@@ -228,6 +228,7 @@ class SalesforceClient:
                     on_outcomes=collect,
                     stop=stop,
                     on_dispatch=on_dispatch,
+                    describe=describe,
                 )
                 try:
                     bulk.run(batches)
@@ -274,6 +275,7 @@ class SalesforceClient:
             settings=self.bulk,
             concurrency=request.concurrency,
             on_outcomes=on_outcomes,
+            describe=describe,
         ).resume(job_id, rows)
 
     def user_id(self) -> str:
