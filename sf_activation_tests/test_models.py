@@ -301,3 +301,13 @@ def test_repository_example_models_load() -> None:
     assert any(s.operation == "mirror" for s in specs.values())
     for spec in specs.values():
         assert spec.primary_key in spec.fields or spec.operation == "insert"
+
+
+def test_a_quoted_partition_start_keeps_its_time_and_offset():
+    import datetime as dt
+
+    from sf_activation.models import PartitionBy
+
+    quoted = PartitionBy(column="at", start="2024-01-01T00:00:00+02:00")
+    assert quoted.start == dt.datetime(2024, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert PartitionBy(column="at", start="2024-01-01").start.date() == dt.date(2024, 1, 1)
