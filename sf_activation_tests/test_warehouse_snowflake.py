@@ -6,18 +6,18 @@ import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
 
-import fakesnow
 import pyarrow as pa
 import pytest
 import snowflake.connector as snowflake_connector
 
 from sf_activation.warehouse import Warehouse, WarehouseError, snowflake_connect_kwargs
 from sf_activation_tests.support.postgres import free_port
+from sf_activation_tests.support.snowflake import fake_snowflake_server
 
 
 @pytest.fixture(scope="module")
 def snowflake_url() -> Iterator[str]:
-    with fakesnow.server() as kw:
+    with fake_snowflake_server() as kw:
         conn = snowflake_connector.connect(**kw)
         cur = conn.cursor()
         cur.execute("CREATE DATABASE IF NOT EXISTS analytics")

@@ -37,6 +37,7 @@ from sf_activation.windows import (
     window_predicate,
 )
 from sf_activation_tests.support.postgres import postgres_url as postgres_url  # fixture
+from sf_activation_tests.support.snowflake import fake_snowflake_server
 from sf_activation_tests.support.workspace import Workspace
 
 UTC = dt.UTC
@@ -578,10 +579,9 @@ def test_dagster_partitions_start_at_partition_by_start_converted_to_utc(
 
 def test_snowflake_literals_run_against_the_snowflake_connector() -> None:
     """NTZ, LTZ, TZ and DATE partition columns through the real connector (fakesnow)."""
-    import fakesnow
     import snowflake.connector as snowflake_connector
 
-    with fakesnow.server() as kw:
+    with fake_snowflake_server() as kw:
         conn = snowflake_connector.connect(**kw)
         cur = conn.cursor()
         cur.execute("CREATE DATABASE IF NOT EXISTS analytics")
