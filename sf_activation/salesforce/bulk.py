@@ -97,9 +97,7 @@ log = logging.getLogger(__name__)
 MAX_JOB_BYTES = 100 * 1024 * 1024  # 150 MB after base64 is the limit; stay well under
 SLICE_ROWS = 10_000
 NULL_CELL = "#N/A"
-_SEP = "\x1f"
 _TERMINAL = {"JobComplete", "Failed", "Aborted"}
-_NULL_TEXT = pa.scalar(None, pa.string())
 _JSON = {"Content-Type": "application/json; charset=UTF-8"}
 
 
@@ -666,7 +664,7 @@ class BulkSender:
             found = rows_of >= 0
             chosen = pa.array(found)
             success_ids = _text_column(success, "sf__Id")
-            ids = pc.if_else(pc.equal(success_ids, ""), _NULL_TEXT, success_ids)
+            ids = pc.if_else(pc.equal(success_ids, ""), pa.scalar(None, pa.string()), success_ids)
             created = pc.equal(pc.utf8_lower(_text_column(success, "sf__Created")), "true")
             outcomes.append(
                 Outcomes.succeeded(
