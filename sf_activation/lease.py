@@ -64,6 +64,8 @@ _S3_CLOCK_GRANULARITY_S = 1.0
 # Races on a conditional write (released, re-created, taken) are retried this many times
 # within one acquire attempt before it counts as "held".
 _S3_RACE_ATTEMPTS = 5
+# How long a run blocked on the local lock waits for the holder to write its name.
+_HOLDER_WRITE_GRACE_S = 1.0
 
 
 class LeaseInfo(BaseModel):
@@ -185,7 +187,7 @@ class _LocalStore:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            return False, self._read()
+            return False, self._read_holder()
         except OSError as exc:
             os.close(fd)
             raise self._error("lock", exc) from exc
@@ -237,6 +239,17 @@ class _LocalStore:
             with suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def _read_holder(self) -> LeaseInfo | None:
+        """The live holder, allowing it the moment between its flock and its write.
+
+        A holder locks first and writes ``lease.json`` just after, so a run blocked in
+        that gap would find no holder to name; a short wait lets the message name it.
+        """
+        deadline = time.monotonic() + _HOLDER_WRITE_GRACE_S
+        while (holder := self._read()) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return holder
 
     def _read(self) -> LeaseInfo | None:
         try:

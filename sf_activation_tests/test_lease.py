@@ -135,6 +135,30 @@ def test_local_second_process_is_refused_naming_the_holder(tmp_path: Path) -> No
     lease.release()
 
 
+def test_local_refusal_names_a_holder_that_writes_its_name_just_after_locking(
+    tmp_path: Path,
+) -> None:
+    """A holder locks first and writes lease.json just after: a run blocked in between
+    still names it (two runs started together hit this gap)."""
+    import fcntl
+
+    model_dir = tmp_path / "accounts"
+    model_dir.mkdir()
+    fd = os.open(model_dir / "lease.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    now = "2026-12-02T07:00:00.000000Z"
+    info = LeaseInfo(run_id="run-A", host="h", pid=4242, acquired_at=now, heartbeat_at=now)
+    late = threading.Timer(0.3, (model_dir / "lease.json").write_text, [info.model_dump_json()])
+    late.start()
+    try:
+        with pytest.raises(LeaseHeld) as err:
+            ModelLease(str(tmp_path), "accounts", "run-B").acquire()
+        assert str(err.value).startswith("model accounts is being synced by run run-A (host h")
+    finally:
+        late.join()
+        os.close(fd)
+
+
 def test_local_waiter_gets_the_lease_when_the_holder_releases(tmp_path: Path) -> None:
     seen: list[tuple[str | None, float]] = []
     with holder(str(tmp_path), "accounts", "run-A") as a:
