@@ -1,7 +1,7 @@
 """Partition windows: UTC instants, whatever the warehouse session's time zone.
 
 A :class:`Window` is ``[start, end)`` of two aware UTC datetimes. Dagster's partitions
-(`dagster_assets.partitions_for`) and ``sf-activation sync MODEL --window START..END``
+(`sf_activation.dagster.partitions`) and ``sf-activation sync MODEL --window START..END``
 both end up here: :func:`restrict_to_window` turns a model with ``partition_by:`` into
 the same model reading one window of its partition column.
 

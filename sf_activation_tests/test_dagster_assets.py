@@ -11,8 +11,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from sf_activation.dagster_assets import SyncConfig, build_model_assets
-from sf_activation.dagster_resources import SalesforceResource, SyncSettingsResource
+from sf_activation.dagster.assets import SyncConfig, build_model_assets
+from sf_activation.dagster.resources import SalesforceResource, SyncSettingsResource
 from sf_activation.models import load_models
 from sf_activation_tests.support.s3 import s3_server, s3_url  # noqa: F401
 

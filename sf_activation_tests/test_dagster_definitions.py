@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from sf_activation.dagster_resources import resources_from_env
+from sf_activation.dagster.resources import resources_from_env
 from sf_activation.definitions import build_definitions, resolve_models_dir
 from sf_activation.models import load_models
 

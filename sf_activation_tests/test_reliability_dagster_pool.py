@@ -11,7 +11,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from sf_activation.dagster_resources import SalesforceResource, SyncSettingsResource
+from sf_activation.dagster.resources import SalesforceResource, SyncSettingsResource
 from sf_activation.definitions import ALL_JOB_NAME, build_definitions
 from sf_activation_tests.support.emulator import EmulatorHandle
 

@@ -479,7 +479,7 @@ class DagsterProject:
     """Model files and a DuckDB warehouse, materialized in process as the UI would."""
 
     def __init__(self, root: Path, emulator: Any) -> None:
-        from sf_activation.dagster_resources import SalesforceResource, SyncSettingsResource
+        from sf_activation.dagster.resources import SalesforceResource, SyncSettingsResource
 
         self.ws = Workspace(root, emulator)
         self.resources = {
@@ -496,7 +496,7 @@ class DagsterProject:
         }
 
     def assets(self) -> list[Any]:
-        from sf_activation.dagster_assets import build_model_assets
+        from sf_activation.dagster.assets import build_model_assets
         from sf_activation.models import load_models
 
         return list(build_model_assets(load_models(self.ws.models)["activity"]))
@@ -626,7 +626,7 @@ def test_window_summary_json_names_the_window(workspace: Workspace) -> None:
 def test_dagster_partitions_cover_partition_by_from_start_to_end(cadence: str) -> None:
     """Unaligned start and end: the first and last partitions are the ones holding them
     (Dagster alone would start at the next boundary and skip the rows before it)."""
-    from sf_activation.dagster_assets import partitions_for
+    from sf_activation.dagster.partitions import partitions_for
 
     plus2 = dt.timezone(dt.timedelta(hours=2))
     spec = _spec(

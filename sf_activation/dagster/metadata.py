@@ -1,0 +1,169 @@
+"""What the UI shows: materialization metadata, the `rejected_rows` check result and the
+assets' definition metadata, built from a model spec and a `SyncSummary`."""
+
+import hashlib
+from typing import Any
+
+import dagster as dg
+
+from sf_activation.models import ModelSpec
+from sf_activation.rejects import mask_redacted
+from sf_activation.summary import SyncSummary
+
+CHECK_NAME = "rejected_rows"
+SAMPLE_ROWS = 10
+
+
+def plan_metadata(spec: ModelSpec, summary: SyncSummary) -> dict[str, Any]:
+    """What `warehouse/<model>` shows: the model's rows and what a sync would do with them."""
+    to_send = summary.added + summary.changed + summary.pending
+    return {
+        "dagster/row_count": dg.MetadataValue.int(summary.rows),
+        "added": dg.MetadataValue.int(summary.added),
+        "changed": dg.MetadataValue.int(summary.changed),
+        "removed": dg.MetadataValue.int(summary.removed),
+        "invalid": dg.MetadataValue.int(summary.invalid),
+        "unchanged": dg.MetadataValue.int(summary.unchanged),
+        "pending": dg.MetadataValue.int(summary.pending),
+        "to_send": dg.MetadataValue.int(to_send),
+        "transport": dg.MetadataValue.text(summary.transport),
+        "sample_changes": dg.MetadataValue.json(
+            mask_redacted(summary.sample_changes[:SAMPLE_ROWS], set(spec.redact))
+        ),
+        "plan_duration_s": dg.MetadataValue.float(float(summary.duration_s)),
+    }
+
+
+def sync_metadata(summary: SyncSummary) -> dict[str, Any]:
+    """What `salesforce/<model>` shows: what Salesforce was sent and what it answered."""
+    metadata: dict[str, Any] = {
+        "sent": dg.MetadataValue.int(summary.sent),
+        "succeeded": dg.MetadataValue.int(summary.succeeded),
+        "failed": dg.MetadataValue.int(summary.failed),
+        "retried": dg.MetadataValue.int(summary.retried),
+        "rejected": dg.MetadataValue.int(summary.rejected),
+        "deleted": dg.MetadataValue.int(summary.deleted),
+        "api_calls": dg.MetadataValue.int(summary.api_calls),
+        "transport": dg.MetadataValue.text(summary.transport),
+        "bulk_job_ids": dg.MetadataValue.json(list(summary.bulk_job_ids)),
+        "duration_s": dg.MetadataValue.float(float(summary.duration_s)),
+        "full_resync": dg.MetadataValue.bool(summary.full_resync),
+        "sync_run_id": dg.MetadataValue.text(summary.run_id),
+        "rows": dg.MetadataValue.int(summary.rows),
+        "added": dg.MetadataValue.int(summary.added),
+        "changed": dg.MetadataValue.int(summary.changed),
+        "removed": dg.MetadataValue.int(summary.removed),
+        "invalid": dg.MetadataValue.int(summary.invalid),
+    }
+    if summary.superseded:
+        metadata["superseded"] = dg.MetadataValue.int(summary.superseded)
+    if summary.reconciled:
+        metadata["reconciled"] = dg.MetadataValue.int(summary.reconciled)
+    if summary.unconfirmed:
+        metadata["unconfirmed"] = dg.MetadataValue.int(summary.unconfirmed)
+    if summary.stopped_reason:
+        metadata["stopped_reason"] = dg.MetadataValue.text(summary.stopped_reason)
+    return metadata
+
+
+def _reject_url_value(url: str) -> dg.MetadataValue:
+    if "://" in url:
+        return dg.MetadataValue.url(url)
+    return dg.MetadataValue.path(url)
+
+
+REJECT_SAMPLE_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("primary_key", "string"),
+        dg.TableColumn("error_code", "string"),
+        dg.TableColumn("message", "string"),
+        dg.TableColumn("fields", "string"),
+        dg.TableColumn("attempts", "int"),
+    ]
+)
+
+
+def reject_check_result(spec: ModelSpec, summary: SyncSummary) -> dg.AssetCheckResult:
+    """`rejected_rows`: WARN-severity pass at or below max_reject_rate, ERROR failure above.
+
+    The rate is the share of the model's rows (plus mirror deletes) that did not land,
+    so a model with a few permanently bad rows does not fail on every quiet run.
+    """
+    codes = dict(summary.reject_codes)
+    # The reject file also holds failed mirror deletes, which `rejected` does not count.
+    count = max(sum(codes.values()), summary.rejected)
+    denominator = summary.rows + (summary.removed if spec.operation == "mirror" else 0)
+    rate = count / denominator if denominator else 0.0
+    passed = rate <= spec.max_reject_rate
+    sample = [
+        dg.TableRecord(
+            {
+                "primary_key": str(row.get("primary_key")),
+                "error_code": str(row.get("error_code") or ""),
+                "message": str(row.get("message") or "")[:300],
+                "fields": ",".join(row.get("fields") or []),
+                "attempts": int(row.get("attempts") or 0),
+            }
+        )
+        for row in summary.reject_sample[:SAMPLE_ROWS]
+    ]
+    metadata: dict[str, Any] = {
+        "count": dg.MetadataValue.int(count),
+        "rate": dg.MetadataValue.float(round(rate, 6)),
+        "max_reject_rate": dg.MetadataValue.float(spec.max_reject_rate),
+        "by_error_code": dg.MetadataValue.json(dict(sorted(codes.items()))),
+        "sample": dg.MetadataValue.table(sample, schema=REJECT_SAMPLE_SCHEMA),
+    }
+    if summary.rejects_url:
+        metadata["reject_file"] = _reject_url_value(summary.rejects_url)
+    if passed:
+        description = (
+            f"{count} rejected ({rate:.2%}), within max_reject_rate {spec.max_reject_rate:.2%}"
+        )
+    else:
+        description = (
+            f"{count} rejected ({rate:.2%}), above max_reject_rate {spec.max_reject_rate:.2%}"
+        )
+    return dg.AssetCheckResult(
+        check_name=CHECK_NAME,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN if passed else dg.AssetCheckSeverity.ERROR,
+        metadata=metadata,
+        description=description,
+    )
+
+
+def definition_metadata(spec: ModelSpec, side: str) -> dict[str, Any]:
+    """Shown under the asset's Definition tab: the model as written, no secrets."""
+    metadata: dict[str, Any] = {
+        "model_file": dg.MetadataValue.path(spec.display_path),
+        "object": spec.object,
+        "operation": spec.operation,
+        "primary_key": spec.primary_key,
+        "transport": spec.transport,
+        "max_reject_rate": spec.max_reject_rate,
+    }
+    if spec.external_id:
+        metadata["external_id"] = spec.external_id
+    if spec.schedule:
+        metadata["schedule"] = spec.schedule
+    if side == "warehouse":
+        metadata["sql"] = dg.MetadataValue.md(f"```sql\n{spec.sql_text.strip()}\n```")
+        columns = [
+            dg.TableColumn(column, "column", description=f"-> {spec.object}.{field}")
+            for column, field in spec.fields.items()
+        ]
+    else:
+        columns = [
+            dg.TableColumn(field, "field", description=f"<- column {column}")
+            for column, field in spec.fields.items()
+        ]
+    metadata["dagster/column_schema"] = dg.TableSchema(columns=columns)
+    return metadata
+
+
+def code_version(spec: ModelSpec) -> str:
+    # Changes when the model file or its SQL changes, so the UI flags the assets as stale.
+    digest = hashlib.sha256(spec.path.read_bytes() if spec.path.exists() else b"")
+    digest.update(spec.sql_text.encode())
+    return digest.hexdigest()[:12]
