@@ -1,0 +1,91 @@
+"""DuckDB: its own Arrow reader on a read-only connection opened per call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from sqlalchemy.engine import URL
+
+from sf_activation.warehouse.base import (
+    DEFAULT_BATCH_ROWS,
+    Rebatcher,
+    Warehouse,
+    WarehouseError,
+    check_names,
+    strip_sql,
+)
+
+# --------------------------------------------------------------------------- DuckDB
+
+
+class DuckDBWarehouse(Warehouse):
+    """`duckdb:///relative/path.duckdb`, `duckdb:////absolute/path.duckdb`, `duckdb:///:memory:`.
+
+    A connection is opened per call and closed after it, read-only by default
+    (`?read_only=false` to open read-write), because DuckDB lets one process write a file
+    or several read it: holding it open would lock out dbt between runs.
+    """
+
+    def __init__(self, url: URL) -> None:
+        super().__init__(url)
+        self.path = url.database or ":memory:"
+        flag = str(url.query.get("read_only", "true")).lower()
+        self.read_only = flag not in ("false", "0", "no") and self.path != ":memory:"
+        unknown = set(url.query) - {"read_only"}
+        if unknown:
+            raise WarehouseError(
+                f"unknown DuckDB URL parameter(s) {sorted(unknown)} ({self.display_url}); "
+                "only read_only is understood"
+            )
+
+    def _connect(self) -> Any:
+        import duckdb
+
+        if self.path != ":memory:" and self.read_only and not Path(self.path).exists():
+            raise self._error("cannot open DuckDB database", f"file {self.path} does not exist")
+        try:
+            return duckdb.connect(self.path, read_only=self.read_only)
+        except duckdb.Error as exc:
+            raise self._error("cannot open DuckDB database", exc) from exc
+
+    def _relation(self, con: Any, sql: str) -> Any:
+        import duckdb
+
+        try:
+            rel = con.sql(strip_sql(sql))
+        except duckdb.Error as exc:
+            raise self._error("query failed", exc) from exc
+        if rel is None:
+            raise self._error("query failed", "the SQL is a statement that returns no rows")
+        return rel
+
+    def columns(self, sql: str) -> list[str]:
+        con = self._connect()
+        try:
+            # A relation is planned, not run: its columns cost nothing.
+            return check_names(list(self._relation(con, sql).columns))
+        finally:
+            con.close()
+
+    def iter_batches(
+        self, sql: str, batch_rows: int = DEFAULT_BATCH_ROWS
+    ) -> Iterator[pa.RecordBatch]:
+        import duckdb
+
+        self._check_batch_rows(batch_rows)
+        con = self._connect()
+        try:
+            rel = self._relation(con, sql)
+            rebatch = Rebatcher(batch_rows)
+            try:
+                reader = rel.to_arrow_reader(batch_rows)
+                for batch in reader:
+                    yield from rebatch.feed(batch)
+            except duckdb.Error as exc:
+                raise self._error("query failed", exc) from exc
+            yield from rebatch.finish()
+        finally:
+            con.close()
