@@ -7,7 +7,7 @@ EXTRAS := dev,postgres,snowflake,bigquery,dbt
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install system-deps test lint format demo dev emulator bench clean
+.PHONY: install system-deps sf-cli test lint format demo dev emulator bench clean
 
 # The demo needs only the package; the tests also need the warehouse drivers and test tools.
 $(BIN)/.installed-base: pyproject.toml
@@ -33,7 +33,29 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
-test: install system-deps
+# The Salesforce CLI, an independent client the emulator tests drive
+# (sf_activation_tests/test_emulator_clients.py), from the npm registry into .sf_activation/npm.
+# Best effort: without npm, or offline, it says so and that test is skipped. Pinned: newer CLIs
+# pull @jsforce/jsforce-node 3.11+, which needs Node 22; the override keeps one that runs on 20.
+SF_CLI_DIR := .sf_activation/npm
+SF_CLI_VERSION := 2.138.0
+SF_JSFORCE_VERSION := 3.10.15
+sf-cli:
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo "npm not found: the Salesforce CLI test will be skipped"; \
+	elif [ ! -f $(SF_CLI_DIR)/.installed-$(SF_CLI_VERSION) ]; then \
+	  mkdir -p $(SF_CLI_DIR); \
+	  printf '{"private": true, "dependencies": {"@salesforce/cli": "%s"}, "overrides": {"@jsforce/jsforce-node": "%s"}}\n' \
+	    $(SF_CLI_VERSION) $(SF_JSFORCE_VERSION) > $(SF_CLI_DIR)/package.json; \
+	  echo "Installing the Salesforce CLI $(SF_CLI_VERSION) into $(SF_CLI_DIR) (npm, about 290 MB)"; \
+	  if timeout 900 npm install --prefix $(SF_CLI_DIR) --no-audit --no-fund --loglevel=error --fetch-retries=1 >/dev/null; then \
+	    touch $(SF_CLI_DIR)/.installed-$(SF_CLI_VERSION); \
+	  else \
+	    rm -rf $(SF_CLI_DIR)/node_modules; echo "npm install failed (offline?): the Salesforce CLI test will be skipped"; \
+	  fi; \
+	fi
+
+test: install system-deps sf-cli
 	$(BIN)/pytest -q
 
 lint: install

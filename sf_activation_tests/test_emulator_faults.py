@@ -477,6 +477,9 @@ def test_faults_route_shape_auth_and_errors(live: EmulatorHandle) -> None:
             "bulk_results": 0.0,
             "slow": 0.0,
             "slow_seconds": 5.0,
+            "parent_locks": 0.0,
+            "lock_ms": 0.0,
+            "lock_wait_ms": 0.0,
         },
     }
     answer = set_faults(live, "lost=0.3, bulk_results=1", seed=5)

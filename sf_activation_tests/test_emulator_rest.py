@@ -343,7 +343,12 @@ def test_stats_records_and_reset(emu: EmulatorHandle, http: requests.Session) ->
     emu.reset()
     no_faults = {"lost": 0, "bulk_results": 0, "slow": 0, "drop": 0, "unavailable": 0}
     assert emu.records("Account") == []
-    assert emu.stats() == {"api_calls": 0, "requests_by_route": {}, "faults": no_faults}
+    assert emu.stats() == {
+        "api_calls": 0,
+        "requests_by_route": {},
+        "api_calls_by_client": {"by_token_sha256": {}, "by_client_id": {}},
+        "faults": no_faults,
+    }
     assert len(emu.records("User")) == 1 and len(emu.records("Organization")) == 1
 
 

@@ -14,6 +14,7 @@ import asyncio
 import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -25,10 +26,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sf_activation.emulator.auth import bearer_token, identity_routes, token_routes
 from sf_activation.emulator.bulk import BulkIngest, BulkSettings
+from sf_activation.emulator.bulk_query import BulkQueryJobs
+from sf_activation.emulator.bulk_v1 import BulkV1
+from sf_activation.emulator.bulk_v1 import session_error as bulk_v1_session_error
 from sf_activation.emulator.composite import collection_routes
 from sf_activation.emulator.context import Context
 from sf_activation.emulator.faults import parse_faults
+from sf_activation.emulator.locks import lock_hook, run_locked
 from sf_activation.emulator.org import UnknownObjectError
+from sf_activation.emulator.request_log import RequestLog, client_calls, mark_api_call
 from sf_activation.emulator.responses import (
     NOT_FOUND_MESSAGE,
     ApiError,
@@ -37,6 +43,8 @@ from sf_activation.emulator.responses import (
     read_json,
 )
 from sf_activation.emulator.rest import rest_routes, versions_routes
+from sf_activation.emulator.rest_resources import install_parent_locks, resource_routes
+from sf_activation.emulator.soap import soap_endpoint
 
 _OPEN_PATHS = frozenset(
     {
@@ -60,6 +68,7 @@ _UNAVAILABLE = error_response(503, "SERVER_UNAVAILABLE", "Server temporarily una
 # Salesforce refuses request lines over 16,384 bytes (414) before looking at them.
 MAX_URI_BYTES = 16384
 _URI_TOO_LONG = error_response(414, "URI_TOO_LONG", "URI Too Long")
+_SLASHES_RE = re.compile(r"/{2,}")
 
 
 class EmulatorApp:
@@ -74,17 +83,29 @@ class EmulatorApp:
             await self.inner(scope, receive, send)
             return
         ctx = self.ctx
-        if ctx.faults.latency_s:
+        if ctx.faults.latency_s and lock_hook(ctx.org) is None:
+            # (With parent locks on, run_locked spends the latency after the write instead.)
             await asyncio.sleep(ctx.faults.latency_s)
         path: str = scope["path"]
         if len(scope.get("raw_path") or path) + len(scope.get("query_string", b"")) > MAX_URI_BYTES:
             await _URI_TOO_LONG(scope, receive, send)
             return
+        tidy = normalize_path(path)
+        if tidy != path:
+            path = tidy
+            scope = {**scope, "path": path, "raw_path": path.encode("latin-1", "replace")}
         if path in _OPEN_PATHS:
             await self.inner(scope, receive, send)
             return
-        state = ctx.token_state(bearer_token(scope["headers"]))
+        if path.startswith("/services/Soap/"):
+            await soap_endpoint(ctx)(scope, receive, send)  # answers in SOAP faults, not JSON
+            return
+        token = bearer_token(scope["headers"])
+        state = ctx.token_state(token)
         if state != "ok":
+            if path.startswith("/services/async/"):
+                await bulk_v1_session_error(scope, receive, send)  # Bulk 1.0's own shape
+                return
             await _SESSION_ERROR(scope, receive, send)
             return
         if (
@@ -113,6 +134,7 @@ class EmulatorApp:
             await _limited(ctx)(scope, receive, send)
             return
         ctx.api_calls += 1
+        mark_api_call(scope, client_calls(ctx.extra).count(token))
         usage = ctx.usage_header().encode()
         after = (
             faults.write_fault()
@@ -131,13 +153,32 @@ class EmulatorApp:
             await send(message)
 
         try:
-            await self.inner(scope, receive, send_with_usage)
+            hook = lock_hook(ctx.org)
+            if hook is None:
+                await self.inner(scope, receive, send_with_usage)
+            else:  # parent locks (locks.py): held while the request is processed
+                await run_locked(
+                    self.inner, scope, receive, send_with_usage, hook, faults.latency_s
+                )
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "(no route)"
             ctx.requests_by_route[f"{method} {template}"] += 1
             if after == "lost":
                 _drop_connection(send)
+
+
+def normalize_path(path: str) -> str:
+    """The path as a real org routes it: repeated slashes collapsed, a trailing slash
+    dropped. The Salesforce CLI keeps instance URLs with a trailing slash and asks for
+    `//services/data/v62.0/query`; a real org answers that (the recorded exchanges in
+    shared/data/real-org include `GET //services/async/62.0/job/…/result` → 200), and
+    REST resources are served with and without a trailing slash."""
+    if "//" in path:
+        path = _SLASHES_RE.sub("/", path)
+    if len(path) > 1 and path.endswith("/"):
+        path = path.rstrip("/") or "/"
+    return path
 
 
 def _limited(ctx: Context) -> Response:
@@ -207,6 +248,7 @@ def set_faults(ctx: Context, bulk: BulkIngest, spec: str, *, seed: Any = _KEEP_S
     bulk.settings.bulk_seconds = new.bulk_seconds
     # No hook at all without lock faults, as the server starts it: one call per record saved.
     ctx.org.lock_failure = faults.lock_failure if new.lock else None
+    install_parent_locks(ctx)
 
 
 def _faults_info(ctx: Context) -> dict[str, Any]:
@@ -222,6 +264,9 @@ def test_routes(ctx: Context, bulk: BulkIngest) -> list[Route]:
             {
                 "api_calls": ctx.api_calls,
                 "requests_by_route": dict(ctx.requests_by_route),
+                # API calls per client: by the token's SHA-256 (first 16 hex digits) and
+                # by the OAuth client id the token was issued to.
+                "api_calls_by_client": client_calls(ctx.extra).as_dict(),
                 "faults": ctx.faults.stats(),
             }
         )
@@ -229,6 +274,10 @@ def test_routes(ctx: Context, bulk: BulkIngest) -> list[Route]:
     async def reset(request: Request) -> Response:
         ctx.org.reset()
         bulk.reset()
+        for jobs in ("bulk_v1", "bulk_query"):
+            if jobs in ctx.extra:
+                ctx.extra[jobs].reset()
+        client_calls(ctx.extra).clear()
         with ctx.lock:
             ctx.api_calls = 0
             ctx.bulk_batches = 0
@@ -295,8 +344,9 @@ def build_app(
     ctx: Context,
     *,
     lifespan: Callable[[Any], AbstractAsyncContextManager[None]] | None = None,
-) -> EmulatorApp:
-    """The whole emulator as one ASGI app over ctx."""
+    request_log: Path | None = None,
+) -> ASGIApp:
+    """The whole emulator as one ASGI app over ctx (`request_log`: JSON Lines file)."""
 
     def count_batches(n: int) -> None:
         with ctx.lock:
@@ -307,14 +357,22 @@ def build_app(
         BulkSettings(bulk_seconds=ctx.faults.spec.bulk_seconds, on_batches=count_batches),
     )
     ctx.extra["bulk"] = bulk
+    install_parent_locks(ctx)
+    # Bulk 1.0 and Bulk 2.0 query jobs share the ingest jobs' settings (bulk_seconds,
+    # the DailyBulkApiBatches count), so a fault set live reaches them too.
+    bulk_v1 = ctx.extra["bulk_v1"] = BulkV1(ctx.org, bulk.settings)
+    bulk_query = ctx.extra["bulk_query"] = BulkQueryJobs(ctx.org, bulk.settings)
     routes: list[Any] = [
         *versions_routes(),
         *token_routes(ctx),
         *identity_routes(ctx),
         *test_routes(ctx, bulk),
+        *resource_routes(ctx),  # before rest_routes: sobjects/X/describe/layouts, /updated, ...
         *rest_routes(ctx),
         *collection_routes(ctx),
         *bulk.routes(),
+        *bulk_query.routes(),
+        *bulk_v1.routes(),
     ]
     for route in routes:
         route.app = _guard(route.app)
@@ -327,4 +385,5 @@ def build_app(
         },
         lifespan=lifespan,
     )
-    return EmulatorApp(ctx, inner)
+    app = EmulatorApp(ctx, inner)
+    return app if request_log is None else RequestLog(app, request_log)

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sf_activation.emulator.context import LATEST_API_VERSION, Context
+from sf_activation.emulator.request_log import client_calls
 from sf_activation.emulator.responses import json_response
 
 _TOKEN_ALPHABET = string.ascii_letters + string.digits + "._"
@@ -194,6 +195,8 @@ def token_routes(ctx: Context) -> list[Route]:
             return error.response()
         access = new_access_token(ctx.org.org_id)
         ctx.issue_token(access)
+        # Which connected app holds the token: /__emulator/stats counts API calls per client.
+        client_calls(ctx.extra).remember(access, client_id)
         return json_response(_token_body(ctx, access, refresh=refresh, jwt_flow=grant == JWT_GRANT))
 
     async def revoke(request: Request) -> Response:

@@ -76,6 +76,7 @@ class _Field:
     ref: tuple[str, ...] = ()
     rel: str | None = None
     child: str | None = None  # the parent's childRelationships name for this lookup
+    cascade: bool = False  # childRelationships' cascadeDelete (deleting the parent deletes this)
     picklist: tuple[str, ...] = ()
     default: Any = None
     precision: int = 0
@@ -137,6 +138,24 @@ def _external_id() -> _Field:
     return _f("External_Id__c", "External ID", "string", "ncuixq", 255)
 
 
+_GEOCODE_ACCURACY = (
+    "Address", "NearAddress", "Block", "Street", "ExtendedZip", "Zip", "Neighborhood",
+    "City", "County", "State", "Unknown",
+)  # fmt: skip
+_CLEAN_STATUS = (
+    "Matched", "Different", "Acknowledged", "NotFound", "Inactive", "Pending",
+    "SelectMatch", "Skipped",
+)  # fmt: skip
+
+
+def _viewed() -> list[_Field]:
+    """LastViewedDate / LastReferencedDate: set by SOQL `FOR VIEW` / `FOR REFERENCE`."""
+    return [
+        _f("LastViewedDate", "Last Viewed Date", "datetime", "n"),
+        _f("LastReferencedDate", "Last Referenced Date", "datetime", "n"),
+    ]
+
+
 def _address(prefix: str, label: str) -> list[_Field]:
     """Street/City/State/PostalCode/Country + lat/long + compound, as on Account and Contact."""
     compound = f"{prefix}Address"
@@ -178,6 +197,15 @@ def _address(prefix: str, label: str) -> list[_Field]:
             "ncu",
             precision=18,
             scale=15,
+            compound=compound,
+        ),
+        _f(
+            f"{prefix}GeocodeAccuracy",
+            f"{label}{sep}Geocode Accuracy",
+            "picklist",
+            "ncur",
+            40,
+            picklist=_GEOCODE_ACCURACY,
             compound=compound,
         ),
         _f(compound, f"{label}{sep}Address", "address", "n"),
@@ -243,6 +271,7 @@ _ACCOUNT = _Object(
         _f("Fax", "Account Fax", "phone", "ncu", 40),
         _f("AccountNumber", "Account Number", "string", "ncu", 40),
         _f("Website", "Website", "url", "ncu", 255),
+        _f("PhotoUrl", "Photo URL", "url", "n", 255, extra_type="imageurl"),
         _f("Sic", "SIC Code", "string", "ncu", 20),
         _f("Industry", "Industry", "picklist", "ncu", 40, picklist=_INDUSTRIES),
         _f("AnnualRevenue", "Annual Revenue", "currency", "ncu", precision=18),
@@ -262,8 +291,23 @@ _ACCOUNT = _Object(
         _owner(),
         *_audit()[1:],
         _f("LastActivityDate", "Last Activity", "date", "n"),
+        *_viewed(),
+        _f("IsPartner", "Partner Account", "boolean", "ud", default=False),
+        _f("IsCustomerPortal", "Customer Portal Account", "boolean", "ud", default=False),
+        _f("ChannelProgramName", "Channel Program Name", "string", "n", 255),
+        _f("ChannelProgramLevelName", "Channel Program Level Name", "string", "n", 255),
+        _f("Jigsaw", "Data.com Key", "string", "ncu", 20),
+        _f("JigsawCompanyId", "Jigsaw Company ID", "string", "n", 20, rel="JigsawCompany"),
+        _f("CleanStatus", "Clean Status", "picklist", "ncur", 40, picklist=_CLEAN_STATUS),
         _f("AccountSource", "Account Source", "picklist", "ncu", 40, picklist=_LEAD_SOURCES),
+        _f("DunsNumber", "D-U-N-S Number", "string", "ncu", 9),
+        _f("Tradestyle", "Tradestyle", "string", "ncu", 255),
+        _f("NaicsCode", "NAICS Code", "string", "ncu", 8),
+        _f("NaicsDesc", "NAICS Description", "string", "ncu", 120),
         _f("YearStarted", "Year Started", "string", "ncu", 4),
+        _f("SicDesc", "SIC Description", "string", "ncu", 80),
+        _ref("DandbCompanyId", "D&B Company ID", "ncu", "DandBCompany", "DandbCompany"),
+        _ref("OperatingHoursId", "Operating Hour ID", "ncu", "OperatingHours", "OperatingHours"),
         _external_id(),
     ),
 )
@@ -277,7 +321,9 @@ _CONTACT = _Object(
         _id("Contact ID"),
         *_audit()[:1],
         _ref("MasterRecordId", "Master Record ID", "n", "Contact", "MasterRecord"),
-        _ref("AccountId", "Account ID", "ncu", "Account", "Account", child="Contacts"),
+        _ref(
+            "AccountId", "Account ID", "ncu", "Account", "Account", child="Contacts", cascade=True
+        ),
         _f("LastName", "Last Name", "string", "cu", 80, compound="Name"),
         _f("FirstName", "First Name", "string", "ncu", 40, compound="Name"),
         _f(
@@ -296,10 +342,13 @@ _CONTACT = _Object(
         _f("Fax", "Business Fax", "phone", "ncu", 40),
         _f("MobilePhone", "Mobile Phone", "phone", "ncu", 40),
         _f("HomePhone", "Home Phone", "phone", "ncu", 40),
+        _f("OtherPhone", "Other Phone", "phone", "ncu", 40),
+        _f("AssistantPhone", "Asst. Phone", "phone", "ncu", 40),
         _ref("ReportsToId", "Reports To ID", "ncu", "Contact", "ReportsTo"),
         _f("Email", "Email", "email", "ncui", 80),
         _f("Title", "Title", "string", "ncu", 128),
         _f("Department", "Department", "string", "ncu", 80),
+        _f("AssistantName", "Assistant's Name", "string", "ncu", 40),
         _f("LeadSource", "Lead Source", "picklist", "ncu", 255, picklist=_LEAD_SOURCES),
         _f("Birthdate", "Birthdate", "date", "ncu"),
         _f("Description", "Contact Description", "textarea", "ncu", 32000, **_DESCRIPTION),
@@ -308,9 +357,17 @@ _CONTACT = _Object(
         _owner(),
         *_audit()[1:],
         _f("LastActivityDate", "Last Activity", "date", "n"),
+        _f("LastCURequestDate", "Last Stay-in-Touch Request Date", "datetime", "n"),
+        _f("LastCUUpdateDate", "Last Stay-in-Touch Save Date", "datetime", "n"),
+        *_viewed(),
         _f("EmailBouncedReason", "Email Bounced Reason", "string", "ncu", 255),
         _f("EmailBouncedDate", "Email Bounced Date", "datetime", "ncu"),
         _f("IsEmailBounced", "Is Email Bounced", "boolean", "d", default=False),
+        _f("PhotoUrl", "Photo URL", "url", "n", 255, extra_type="imageurl"),
+        _f("Jigsaw", "Data.com Key", "string", "ncu", 20),
+        _f("JigsawContactId", "Jigsaw Contact ID", "string", "n", 20, rel="JigsawContact"),
+        _f("CleanStatus", "Clean Status", "picklist", "ncur", 40, picklist=_CLEAN_STATUS),
+        _ref("IndividualId", "Individual ID", "ncu", "Individual", "Individual"),
         _external_id(),
     ),
 )
@@ -344,6 +401,7 @@ _LEAD = _Object(
         _f("Fax", "Fax", "phone", "ncu", 40),
         _f("Email", "Email", "email", "ncui", 80),
         _f("Website", "Website", "url", "ncu", 255),
+        _f("PhotoUrl", "Photo URL", "url", "n", 255, extra_type="imageurl"),
         _f("Description", "Description", "textarea", "ncu", 32000, **_DESCRIPTION),
         _f("LeadSource", "Lead Source", "picklist", "ncu", 255, picklist=_LEAD_SOURCES),
         _f(
@@ -379,6 +437,15 @@ _LEAD = _Object(
         _f("IsUnreadByOwner", "Unread By Owner", "boolean", "cud", default=False),
         *_audit()[1:],
         _f("LastActivityDate", "Last Activity", "date", "n"),
+        *_viewed(),
+        _f("Jigsaw", "Data.com Key", "string", "ncu", 20),
+        _f("JigsawContactId", "Jigsaw Contact ID", "string", "n", 20, rel="JigsawContact"),
+        _f("CleanStatus", "Clean Status", "picklist", "ncur", 40, picklist=_CLEAN_STATUS),
+        _f("CompanyDunsNumber", "Company D-U-N-S Number", "string", "ncu", 9),
+        _ref("DandbCompanyId", "D&B Company ID", "ncu", "DandBCompany", "DandbCompany"),
+        _f("EmailBouncedReason", "Email Bounced Reason", "string", "nu", 255),
+        _f("EmailBouncedDate", "Email Bounced Date", "datetime", "nu"),
+        _ref("IndividualId", "Individual ID", "ncu", "Individual", "Individual"),
         _external_id(),
     ),
 )
@@ -391,7 +458,15 @@ _OPPORTUNITY = _Object(
     (
         _id("Opportunity ID"),
         *_audit()[:1],
-        _ref("AccountId", "Account ID", "ncu", "Account", "Account", child="Opportunities"),
+        _ref(
+            "AccountId",
+            "Account ID",
+            "ncu",
+            "Account",
+            "Account",
+            child="Opportunities",
+            cascade=True,
+        ),
         _f("IsPrivate", "Private", "boolean", "cud", default=False),
         _f("Name", "Name", "string", "cuiN", 120),
         _f("Description", "Description", "textarea", "ncu", 32000, **_DESCRIPTION),
@@ -419,6 +494,14 @@ _OPPORTUNITY = _Object(
         _f("IsClosed", "Closed", "boolean", "d", default=False),
         _f("IsWon", "Won", "boolean", "d", default=False),
         _f(
+            "ForecastCategory",
+            "Forecast Category",
+            "picklist",
+            "r",
+            40,
+            picklist=("Omitted", "Pipeline", "BestCase", "MostLikely", "Forecast", "Closed"),
+        ),
+        _f(
             "ForecastCategoryName",
             "Forecast Category",
             "picklist",
@@ -432,12 +515,34 @@ _OPPORTUNITY = _Object(
                 "Closed",
             ),
         ),  # fmt: skip
+        _ref("CampaignId", "Campaign ID", "ncu", "Campaign", "Campaign"),
+        _f("HasOpportunityLineItem", "Has Line Item", "boolean", "d", default=False),
+        _ref("Pricebook2Id", "Price Book ID", "ncud", "Pricebook2", "Pricebook2"),
         _owner(),
         *_audit()[1:],
         _f("LastActivityDate", "Last Activity", "date", "n"),
+        _f("LastStageChangeDate", "Last Stage Change Date", "datetime", "n"),
         _f("FiscalQuarter", "Fiscal Quarter", "int", "n", digits=8),
         _f("FiscalYear", "Fiscal Year", "int", "n", digits=8),
+        _f("Fiscal", "Fiscal Period", "string", "n", 6),
         _ref("ContactId", "Contact ID", "nc", "Contact", None, child="Opportunities"),
+        *_viewed(),
+        _f("HasOpenActivity", "Has Open Activity", "boolean", "d", default=False),
+        _f("HasOverdueTask", "Has Overdue Task", "boolean", "d", default=False),
+        _ref(
+            "LastAmountChangedHistoryId",
+            "Opportunity History ID",
+            "n",
+            "OpportunityHistory",
+            "LastAmountChangedHistory",
+        ),
+        _ref(
+            "LastCloseDateChangedHistoryId",
+            "Opportunity History ID",
+            "n",
+            "OpportunityHistory",
+            "LastCloseDateChangedHistory",
+        ),
         _external_id(),
     ),
 )
@@ -454,6 +559,7 @@ _CASE = _Object(
         _f("CaseNumber", "Case Number", "string", "diaN", 30),
         _ref("ContactId", "Contact ID", "ncu", "Contact", "Contact", child="Cases"),
         _ref("AccountId", "Account ID", "ncu", "Account", "Account", child="Cases"),
+        _ref("AssetId", "Asset ID", "ncu", "Asset", "Asset"),
         _ref("ParentId", "Parent Case ID", "ncu", "Case", "Parent", child="Cases"),
         _f("SuppliedName", "Name", "string", "ncu", 80),
         _f("SuppliedEmail", "Email Address", "email", "ncu", 80),
@@ -515,8 +621,156 @@ _CASE = _Object(
         _f("IsEscalated", "Escalated", "boolean", "cud", default=False),
         _owner(("Group", "User")),
         *_audit()[1:],
+        _f("ContactPhone", "Contact Phone", "phone", "n", 40),
+        _f("ContactMobile", "Contact Mobile", "phone", "n", 40),
         _f("ContactEmail", "Contact Email", "email", "n", 80),
+        _f("ContactFax", "Contact Fax", "phone", "n", 40),
         _f("Comments", "Internal Comments", "textarea", "ncu", 4000, extra_type="plaintextarea"),
+        *_viewed(),
+    ),
+)
+
+# Activities (Task, Event). No recorded describe of them: names, types and flags follow
+# Salesforce's Object Reference ("Task", "Event"). WhoId points at a person (Contact or
+# Lead), WhatId at any other record; both are polymorphic (namePointing). The org derives
+# AccountId, IsClosed and the Event time fields (`sf_activation/emulator/activities.py`).
+_WHO = ("Contact", "Lead")
+_WHAT = (
+    "Account", "Asset", "Campaign", "Case", "Contract", "Opportunity", "Order", "Product2",
+    "Solution",
+)  # fmt: skip
+_TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
+_ACTIVITY_TYPES = ("Call", "Email", "Meeting", "Other")
+
+
+def _activity_links(plural: str) -> list[_Field]:
+    """WhoId and WhatId; `plural` names the child relationship (Account.Tasks, ...)."""
+    return [
+        _ref("WhoId", "Name ID", "ncu", _WHO, "Who", child=plural, cascade=True),
+        _ref("WhatId", "Related To ID", "ncu", _WHAT, "What", child=plural, cascade=True),
+    ]
+
+
+def _activity_tail(object_name: str) -> list[_Field]:
+    return [
+        _ref("AccountId", "Account ID", "n", "Account", "Account"),
+        _f("IsArchived", "Archived", "boolean", "d", default=False),
+        _ref("RecurrenceActivityId", "Recurrence Activity ID", "n", object_name, None),
+        _f("IsRecurrence", f"Create Recurring Series of {object_name}s", "boolean", "cd"),
+        _f("ReminderDateTime", "Reminder Date/Time", "datetime", "ncu"),
+        _f("IsReminderSet", "Reminder Set", "boolean", "cud", default=False),
+    ]
+
+
+_TASK = _Object(
+    "Task",
+    "Task",
+    "Tasks",
+    "00T",
+    (
+        _id("Activity ID"),
+        *_activity_links("Tasks"),
+        _f(
+            "Subject",
+            "Subject",
+            "combobox",
+            "ncu",
+            255,
+            picklist=("Call", "Send Letter", "Send Quote", "Other"),
+        ),
+        _f("ActivityDate", "Due Date Only", "date", "ncu"),
+        _f(
+            "Status",
+            "Status",
+            "picklist",
+            "cud",
+            40,
+            default="Not Started",
+            picklist=_TASK_STATUSES,
+        ),
+        _f(
+            "Priority",
+            "Priority",
+            "picklist",
+            "cud",
+            40,
+            default="Normal",
+            picklist=("High", "Normal", "Low"),
+        ),
+        _f("IsHighPriority", "High Priority", "boolean", "d", default=False),
+        _ref("OwnerId", "Assigned To ID", "cud", ("Group", "User"), "Owner"),
+        _f("Description", "Description", "textarea", "ncu", 32000, **_DESCRIPTION),
+        _f("Type", "Type", "picklist", "ncu", 40, picklist=_ACTIVITY_TYPES),
+        *_audit()[:1],
+        _f("IsClosed", "Closed", "boolean", "d", default=False),
+        *_audit()[1:],
+        _f("CallDurationInSeconds", "Call Duration", "int", "ncu", digits=8),
+        _f(
+            "CallType",
+            "Call Type",
+            "picklist",
+            "ncu",
+            40,
+            picklist=("Internal", "Inbound", "Outbound"),
+        ),
+        _f("CallDisposition", "Call Result", "string", "ncu", 255),
+        _f("CallObject", "Call Object Identifier", "string", "ncu", 255),
+        *_activity_tail("Task"),
+        _f("CompletedDateTime", "Completed Date/Time", "datetime", "n"),
+        _f(
+            "TaskSubtype",
+            "Task Subtype",
+            "picklist",
+            "ncdr",
+            40,
+            picklist=("Task", "Email", "ListEmail", "Cadence", "Call"),
+        ),
+    ),
+)
+
+_EVENT = _Object(
+    "Event",
+    "Event",
+    "Events",
+    "00U",
+    (
+        _id("Activity ID"),
+        *_activity_links("Events"),
+        _f(
+            "Subject",
+            "Subject",
+            "combobox",
+            "ncu",
+            255,
+            picklist=("Call", "Email", "Meeting", "Send Letter/Quote", "Other"),
+        ),
+        _f("Location", "Location", "string", "ncu", 255),
+        _f("IsAllDayEvent", "All-Day Event", "boolean", "cud", default=False),
+        _f("ActivityDateTime", "Due Date Time", "datetime", "ncu"),
+        _f("ActivityDate", "Due Date Only", "date", "ncu"),
+        _f("DurationInMinutes", "Duration", "int", "ncu", digits=8),
+        _f("StartDateTime", "Start Date Time", "datetime", "ncu"),
+        _f("EndDateTime", "End Date Time", "datetime", "ncu"),
+        _f("EndDate", "End", "date", "n"),
+        _f("Description", "Description", "textarea", "ncu", 32000, **_DESCRIPTION),
+        _ref("OwnerId", "Assigned To ID", "cud", ("Calendar", "User"), "Owner"),
+        _f("Type", "Type", "picklist", "ncu", 40, picklist=_ACTIVITY_TYPES),
+        _f("IsPrivate", "Private", "boolean", "cud", default=False),
+        _f(
+            "ShowAs",
+            "Show Time As",
+            "picklist",
+            "ncud",
+            40,
+            default="Busy",
+            picklist=("Busy", "OutOfOffice", "Free"),
+        ),
+        *_audit()[:1],
+        _f("IsChild", "Is Child", "boolean", "d", default=False),
+        _f("IsGroupEvent", "Is Group Event", "boolean", "d", default=False),
+        *_audit()[1:],
+        *_activity_tail("Event"),
+        _f("EventSubtype", "Event Subtype", "picklist", "ncdr", 40, picklist=("Event",)),
     ),
 )
 
@@ -631,6 +885,8 @@ _BUILTINS: tuple[_Object, ...] = (
     _LEAD,
     _OPPORTUNITY,
     _CASE,
+    _TASK,
+    _EVENT,
     _USER,
     _ORGANIZATION,
 )
@@ -752,7 +1008,7 @@ def _child_relationships(name: str) -> list[dict[str, Any]]:
             ):
                 out.append(
                     {
-                        "cascadeDelete": False,
+                        "cascadeDelete": spec.cascade,
                         "childSObject": obj.name,
                         "deprecatedAndHidden": False,
                         "field": spec.name,

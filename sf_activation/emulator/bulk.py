@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sf_activation.emulator import ids
+from sf_activation.emulator.locks import apply_in_bulk
 from sf_activation.emulator.org import OPERATIONS, Org
 from sf_activation.emulator.responses import ApiError, json_response, read_json
 
@@ -354,12 +355,18 @@ class BulkIngest:
                     records.append(build(row))
             good = [r for i, r in enumerate(records) if i not in bad]
             results = (
-                self.org.apply(
-                    job.object,
-                    job.operation,  # type: ignore[arg-type]
+                # Parent row locks (locks.py) held for the chunk, lock failures retried.
+                apply_in_bulk(
+                    self.org,
+                    lambda part_records: self.org.apply(
+                        job.object,
+                        job.operation,  # type: ignore[arg-type]
+                        part_records,
+                        external_id_field=job.external_id_field,
+                        value_format="csv",
+                    ),
                     good,
-                    external_id_field=job.external_id_field,
-                    value_format="csv",
+                    job.cancel,
                 )
                 if good
                 else []
@@ -402,9 +409,10 @@ class BulkIngest:
     def _parse(self, job: BulkJob) -> tuple[list[str], list[list[str]]] | None:
         """Header and rows of the upload, or None after failing the job."""
         data = job.data
-        if not data:
-            self._fail(job, "InvalidBatch : No data was uploaded for this job")
-            return None
+        if not data or not data.strip():
+            # Nothing to load is not an error: the job completes with 0 records processed
+            # (and empty result files), as a real org's job does.
+            return [], []
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -424,8 +432,7 @@ class BulkIngest:
             self._fail(job, f"InvalidBatch : Unable to parse CSV: {exc}")
             return None
         if not header:
-            self._fail(job, "InvalidBatch : The CSV has no header row")
-            return None
+            return [], []  # only blank lines: no records, as above
         job.header = header
         if header[0].startswith("\ufeff"):
             # Salesforce wants UTF-8 without a byte order mark; say so rather than
@@ -456,7 +463,10 @@ class BulkIngest:
         if unknown:
             return f"InvalidBatch : Field name not found : {unknown[0]}"
         ext = job.external_id_field
-        if job.operation == "upsert" and ext and ext.lower() not in seen:
+        # Upsert on Id without an Id column inserts every row: the docs' way to force a
+        # create is the Id "external id" left empty ("Upsert", Mobile SDK / REST: "set the
+        # name of the external ID field to Id and the external ID to null").
+        if job.operation == "upsert" and ext and ext.lower() not in seen and ext != "Id":
             return (
                 f"InvalidBatch : The external ID field {job.external_id_field} is missing "
                 "from the CSV header"

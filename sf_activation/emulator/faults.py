@@ -20,7 +20,7 @@ RequestFault = Literal["drop", "unavailable"]
 WriteFault = Literal["lost", "slow"]
 # The faults counted in /__emulator/stats (lock is per record, and not counted).
 COUNTED = ("lost", "bulk_results", "slow", "drop", "unavailable")
-SHARES = ("lock", "unavailable", "drop", "lost", "bulk_results", "slow")
+SHARES = ("lock", "unavailable", "drop", "lost", "bulk_results", "slow", "parent_locks")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,12 @@ class FaultSpec:
     bulk_results: float = 0.0  # share of Bulk result downloads closed without an answer
     slow: float = 0.0  # share of write requests applied, answered after slow_seconds
     slow_seconds: float = 5.0  # how long a `slow` answer is held back
+    # Row locks like an org's (locks.py): 1 turns them on; writes lock the parents they
+    # look up for lock_ms (default: the latency, else 50 ms); a write finding a row held
+    # waits up to lock_wait_ms (default 0) for it, then fails with UNABLE_TO_LOCK_ROW.
+    parent_locks: float = 0.0
+    lock_ms: float = 0.0
+    lock_wait_ms: float = 0.0  # how long a write waits for a held row before failing
 
     def to_string(self) -> str:
         """The `name=value,…` form of what differs from the defaults (parse_faults' input)."""

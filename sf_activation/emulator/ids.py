@@ -25,6 +25,8 @@ STANDARD_KEY_PREFIXES = {
     "Organization": "00D",
     "Lead": "00Q",
     "Case": "500",
+    "Task": "00T",
+    "Event": "00U",
 }
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sf_activation.emulator import ids
+from sf_activation.emulator.activities import ACTIVITY_OBJECTS, derive_activity
 from sf_activation.emulator.schema import (
     NUMBER_TYPES,
     FieldInfo,
@@ -88,6 +89,10 @@ class Org:
         self._templates: dict[str, dict[str, Any]] = {}
         # Fault hook: True means "this record hit a row lock" (UNABLE_TO_LOCK_ROW).
         self.lock_failure = lock_failure
+        # Row-lock hook (locks.ParentLocks, `--faults parent_locks=1`): called with each
+        # record about to be saved; raises UNABLE_TO_LOCK_ROW when another request holds
+        # a row it needs.
+        self.row_locks: Callable[[ObjectSchema, str | None, dict[str, Any]], None] | None = None
         self.org_id = ids.make_id("00D", 7)
         self.user_id = ids.make_id("005", 7)
         self.username = USERNAME
@@ -299,6 +304,9 @@ class Org:
             if failed and all_or_none:
                 self._undo(undo)
                 results = [r if not r["success"] else _failure(ROLLED_BACK) for r in results]
+                if operation == "upsert":
+                    # An UpsertResult always carries `created`; rolled back, nothing was.
+                    results = [{**r, "created": False} for r in results]
             elif undo:
                 self.version += 1
             return results
@@ -381,6 +389,8 @@ class Org:
         # delete / hardDelete
         rid = self._existing_id(schema, self._get_key(record, "Id"), "delete")
         self._check_lock(rid)
+        if self.row_locks is not None:
+            self.row_locks(schema, rid, {})
         old = self._live[schema.name][rid]
         self._store(schema, rid, None)
         if operation == "delete":
@@ -541,6 +551,8 @@ class Org:
             )
         self._check_unique(schema, values, None)
         self._check_lock(None)
+        if self.row_locks is not None:
+            self.row_locks(schema, None, values)
         self._counter += 1
         rid = ids.make_id(schema.key_prefix, self._counter)
         new = dict(self._template(schema))
@@ -582,6 +594,8 @@ class Org:
             )
         self._check_unique(schema, values, rid)
         self._check_lock(rid)
+        if self.row_locks is not None:
+            self.row_locks(schema, rid, values)
         old = self._live[schema.name][rid]
         # Copy on write: readers holding the old dict see a consistent record.
         new = {**old, **values, "LastModifiedDate": now, "SystemModstamp": now}
@@ -602,11 +616,29 @@ class Org:
             self._templates[schema.name] = template
         return template
 
-    @staticmethod
-    def _derive(schema: ObjectSchema, record: dict[str, Any]) -> None:
+    def _derive(self, schema: ObjectSchema, record: dict[str, Any]) -> None:
         if schema.compound_name:
             parts = (record.get("FirstName"), record.get("LastName"))
             record["Name"] = " ".join(p for p in parts if p) or None
+        if schema.name in ACTIVITY_OBJECTS:
+            derive_activity(self, schema.name, record, record["LastModifiedDate"])
+
+    def touch(self, object_name: str, record_ids: Iterable[str], field_name: str) -> None:
+        """Stamp `LastViewedDate`/`LastReferencedDate` (SOQL FOR VIEW / FOR REFERENCE).
+
+        Not a change of the record: LastModifiedDate and SystemModstamp stay.
+        """
+        schema = self._require(object_name)
+        if field_name not in schema.fields:
+            return
+        now = format_datetime(datetime.now(UTC))
+        with self._lock:
+            live = self._live[schema.name]
+            for rid in record_ids:
+                record = live.get(rid)
+                if record is not None:
+                    live[rid] = {**record, field_name: now}
+            self.version += 1
 
     def _check_unique(self, schema: ObjectSchema, values: dict[str, Any], rid: str | None) -> None:
         for f in schema.unique_fields:

@@ -53,6 +53,10 @@ GLOBAL_KEYS = (
     "updateable",
 )
 DEFAULT_QUERY_BATCH = 2000
+# sobjects/{X}/{name}/... paths that are resources, never an external id field name.
+SOBJECT_SUBRESOURCES = frozenset(
+    {"describe", "listviews", "quickactions", "updated", "deleted", "layouts", "defaultvalues"}
+)
 API_PREFIX = "/services/data/v{version}"
 _MAX_CURSORS = 200
 
@@ -140,10 +144,9 @@ def rest_routes(ctx: Context) -> list[Route]:
     org = ctx.org
 
     async def resources(request: Request) -> Response:
-        version = request.path_params["version"]
-        base = f"/services/data/v{version}"
-        names = ("sobjects", "query", "queryAll", "limits", "composite", "jobs", "search")
-        return json_response({n: f"{base}/{n}" for n in names})
+        from sf_activation.emulator.rest_resources import resource_directory
+
+        return json_response(resource_directory(ctx, request.path_params["version"]))
 
     async def limits(request: Request) -> Response:
         used = ctx.api_calls
@@ -164,7 +167,11 @@ def rest_routes(ctx: Context) -> list[Route]:
                 },
                 "DailyBulkV2QueryFileStorageMB": {"Max": 976562, "Remaining": 976562},
                 "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
-                "DataStorageMB": {"Max": storage_max, "Remaining": storage_max - storage_used},
+                # Clamped: a full org reports 0 remaining, never a negative amount.
+                "DataStorageMB": {
+                    "Max": storage_max,
+                    "Remaining": max(0, storage_max - storage_used),
+                },
                 "FileStorageMB": {"Max": 20, "Remaining": 20},
                 "SingleEmail": {"Max": 15, "Remaining": 15},
             }
@@ -247,6 +254,8 @@ def rest_routes(ctx: Context) -> list[Route]:
         return Response(status_code=204) if result["success"] else record_error(result)
 
     def _ext_field(schema: ObjectSchema, name: str) -> str:
+        if name.lower() in SOBJECT_SUBRESOURCES:
+            raise not_found()  # e.g. describe/unknown: a resource, not an external id field
         f = schema.field(name)
         if f is None:
             raise ApiError(
@@ -324,6 +333,10 @@ def rest_routes(ctx: Context) -> list[Route]:
         from sf_activation.emulator import soql
 
         version = request.path_params["version"]
+        if "explain" in request.query_params:
+            from sf_activation.emulator.rest_resources import explain
+
+            return json_response(explain(ctx, request.query_params["explain"]))
         text = request.query_params.get("q")
         if not text:
             raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")

@@ -37,13 +37,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "applied, then closed without an answer), slow (share of write requests applied\n"
         "at once but answered only after slow_seconds, default 5), bulk_results (share of\n"
         "Bulk result downloads closed without an answer), session_ttl (seconds a token\n"
-        "lives), bulk_seconds (how long a Bulk job stays InProgress). Shares are 0 to 1.\n"
+        "lives), bulk_seconds (how long a Bulk job stays InProgress), parent_locks=1\n"
+        "(writes lock the parent records they look up for lock_ms, default the latency;\n"
+        "a colliding write fails with UNABLE_TO_LOCK_ROW, or waits up to lock_wait_ms).\n"
+        "Shares are 0 to 1.\n"
         "Example: --faults lock=0.03,unavailable=0.01,lost=0.02\n\n"
         "credentials FILE: JSON with any of client_id, client_secret, username,\n"
         "password, refresh_token, jwt_public_key_file (PEM: JWT assertions must then be\n"
         "signed with the matching key). Each one given must match; without the file any\n"
         "credentials earn a token.\n\n"
-        "Test routes (token required, not counted as API calls): GET /__emulator/stats,\n"
+        "Test routes (token required, not counted as API calls): GET /__emulator/stats\n"
+        "(api_calls_by_client: per token hash and OAuth client id),\n"
         "POST /__emulator/reset, GET /__emulator/records/{object}, GET and POST\n"
         '/__emulator/faults (body {"faults": "lost=0.3", "seed": 5}: change faults live).'
     )
@@ -90,6 +94,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--credentials", type=Path, default=None, metavar="FILE", help="fixed credentials"
+    )
+    parser.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append one JSON line per request to FILE (time, method, path, status, "
+        "duration_ms, api_call; tokens and credential parameters are never written)",
     )
 
 
@@ -260,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     config = uvicorn.Config(
-        build_app(ctx, lifespan=lifespan),
+        build_app(ctx, lifespan=lifespan, request_log=args.log),
         log_level="warning",
         access_log=False,
         proxy_headers=False,

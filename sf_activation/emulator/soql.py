@@ -6,7 +6,7 @@ relationship fields one level up (`Account.Name`), child sub-queries
 alias), WHERE with comparison operators, IN / NOT IN, LIKE, INCLUDES / EXCLUDES,
 AND / OR / NOT and parentheses, literals (strings with escapes, numbers, null,
 true/false, dates, datetimes, TODAY-style date literals), ORDER BY (ASC/DESC,
-NULLS FIRST/LAST, several keys), LIMIT and OFFSET. Anything else is a MALFORMED_QUERY,
+NULLS FIRST/LAST, several keys), LIMIT, OFFSET and FOR VIEW / FOR REFERENCE. Anything else is a MALFORMED_QUERY,
 as a real org would answer for a query it cannot parse.
 
 The `org` is duck-typed: `describe(name) -> dict | None` (case-insensitive),
@@ -231,6 +231,9 @@ class _Query:
     order: list[_Order] = field(default_factory=list)
     limit: int | None = None
     offset: int | None = None
+    # `FOR VIEW` / `FOR REFERENCE` (last clause of the outer query): the returned records'
+    # LastViewedDate / LastReferencedDate are stamped, as in a real org.
+    for_clause: str | None = None
 
 
 # --------------------------------------------------------------------------- parser
@@ -277,6 +280,12 @@ class _Parser:
 
     def parse(self) -> _Query:
         query = self._query()
+        if self._is_kw("FOR"):
+            self._advance()
+            tok = self._advance()
+            if tok.kind != "ident" or tok.value.upper() not in ("VIEW", "REFERENCE"):
+                raise self._error(tok)  # FOR UPDATE is Apex-only: the API refuses it too
+            query.for_clause = tok.value.upper()
         if self.tok.kind != "eof":
             raise self._error()
         return query
@@ -297,7 +306,7 @@ class _Parser:
         if self._is_kw("WHERE"):
             self._advance()
             query.where = self._or()
-        if self._is_kw("GROUP", "HAVING", "WITH", "FOR", "USING"):
+        if self._is_kw("GROUP", "HAVING", "WITH", "USING"):
             raise self._error()
         if self._is_kw("ORDER"):
             self._advance()
@@ -1024,6 +1033,10 @@ def run_query(
         return _aggregate(query, counts, schema, resolver, ctx, rows)
     _, selected, items = _select(query, resolver, ctx, rows)
     records = [_shape(r, schema, items, resolver, ctx) for r in selected]
+    touch = getattr(org, "touch", None)
+    if query.for_clause and touch is not None:
+        stamp = "LastViewedDate" if query.for_clause == "VIEW" else "LastReferencedDate"
+        touch(schema.name, [r["Id"] for r in selected if r.get("Id")], stamp)
     return QueryResult(schema.name, records, aggregate=False, total_size=len(records))
 
 
