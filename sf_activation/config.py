@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+MEMORY_PATTERN = r"^[0-9]+(\.[0-9]+)?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
 DEFAULT_WAREHOUSE_URL = "duckdb:///.sf_activation/warehouse.duckdb"
 DEFAULT_MODELS_DIR = "models"
 DEFAULT_STATE_URL = ".sf_activation/state"
@@ -127,9 +129,20 @@ class Settings(BaseModel):
     # for the first before refusing, and how long a dead holder's lease lasts.
     lease_wait_s: float = Field(default=0.0, ge=0)
     lease_ttl_s: float = Field(default=120.0, gt=0)
+    # Models writing one Salesforce object send one at a time (they contend for the same
+    # records' and parents' locks): how long a send waits for another model's send.
+    object_wait_s: float = Field(default=3600.0, ge=0)
+    # DuckDB's memory while planning, and while sending and folding the state (the plan
+    # and the state are on disk and read in order). Beyond it DuckDB spills to the run's
+    # work directory; a value in DuckDB's units ("512MB", "2GB").
+    plan_memory: str = Field(default="1GB", pattern=MEMORY_PATTERN)
+    send_memory: str = Field(default="512MB", pattern=MEMORY_PATTERN)
     # A create whose answer was lost and that Salesforce does not hold is sent again only
     # this long after it was sent: Salesforce ends a request within 10 minutes.
     unknown_outcome_grace_s: float = Field(default=900.0, ge=0)
+    # Strengthens the digest a model whose primary key is redacted keeps in state instead
+    # of the key (docs/internals.md); the same on every worker, never shown.
+    state_key: SecretStr | None = None
     salesforce: SalesforceSettings = SalesforceSettings()
 
     @classmethod
@@ -153,11 +166,33 @@ class Settings(BaseModel):
             commit_rows=_number(get, "SF_ACTIVATION_COMMIT_ROWS", 2000, int),
             lease_wait_s=_number(get, "SF_ACTIVATION_LEASE_WAIT_S", 0.0, float),
             lease_ttl_s=_number(get, "SF_ACTIVATION_LEASE_TTL_S", 120.0, float),
+            object_wait_s=_number(get, "SF_ACTIVATION_OBJECT_WAIT_S", 3600.0, float),
+            plan_memory=_memory(get, "SF_ACTIVATION_PLAN_MEMORY", "1GB"),
+            send_memory=_memory(get, "SF_ACTIVATION_SEND_MEMORY", "512MB"),
             unknown_outcome_grace_s=_number(
                 get, "SF_ACTIVATION_UNKNOWN_OUTCOME_GRACE_S", 900.0, float
             ),
+            state_key=state_key_from_env(env),
             salesforce=SalesforceSettings.from_env(env),
         )
+
+
+def state_key_from_env(environ: Mapping[str, str] | None = None) -> SecretStr | None:
+    """SF_ACTIVATION_STATE_KEY: the secret mixed into the digests of redacted primary keys
+    kept in state (None when unset)."""
+    env = os.environ if environ is None else environ
+    value = env.get("SF_ACTIVATION_STATE_KEY")
+    return SecretStr(value) if value else None
+
+
+def _memory(get: Callable[..., str | None], name: str, default: str) -> str:
+    raw = (get(name) or default).strip().replace(" ", "")
+    if not re.fullmatch(MEMORY_PATTERN, raw):
+        raise ValueError(
+            f"{name}={raw!r} is not a memory size: write it as DuckDB does, e.g. 512MB or 2GB "
+            f"(default {default})"
+        )
+    return raw
 
 
 def _number(get: Callable[..., str | None], name: str, default: float, kind: type) -> Any:

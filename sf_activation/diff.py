@@ -29,7 +29,14 @@ import duckdb
 import pyarrow as pa
 
 from sf_activation.salesforce.coerce import DECIMAL_PRECISION
-from sf_activation.state import StateStore, _safe_setting, _sql_str, empty_state, fold_sql
+from sf_activation.state import (
+    STATE_KEY_COLUMN,
+    KeyDigest,
+    StateStore,
+    _safe_setting,
+    _sql_str,
+    empty_state,
+)
 
 META_COLUMNS = ("__pk", "__error_code", "__error_message")
 CLASSES = ("invalid", "added", "changed", "unchanged", "pending", "removed")
@@ -129,6 +136,12 @@ def decimal_fields(schema: pa.Schema) -> dict[str, int]:
 
 
 SEND_RANGE_ROWS = 100_000  # source rows per query when reading rows to send in order
+# Deepest parent chain of a self-referencing lookup sent in order within one run; deeper
+# rows go in the last wave (Salesforce's own hierarchies rarely pass a few levels).
+MAX_WAVES = 50
+
+
+PLAN_DATABASE = "plan.duckdb"
 
 
 class Plan:
@@ -156,6 +169,8 @@ class Plan:
         self.counts = counts
         self.redact = sorted(set(redact) & set(fields))
         self.decimals = dict(decimals or {})
+        self._state_key_column: str | None = None  # read from the plan on first use
+        self._waves = 1
 
     # Classes sent this run, in the order they go out.
     @property
@@ -184,18 +199,82 @@ class Plan:
     def _fields_sql(self, alias: str) -> str:
         return "".join(f", {alias}.{_q(f)}" for f in self.fields)
 
-    def iter_to_send(
-        self, batch_rows: int = 10_000, group_by: Iterable[str] = ()
-    ) -> Iterator[pa.RecordBatch]:
-        """Rows to send: ``__pk, __hash, __sf_id, __class``, the field columns (mapping
-        order), then ``__payload`` (the canonical JSON the hash is of) and, when the model
-        redacts fields, ``__stored_payload`` (the same with those values masked: what state
-        keeps).
-        In the source's order, or with ``group_by`` (lookup fields) rows that share a parent
-        next to each other, rows without a parent first."""
+    @property
+    def _state_key(self) -> str:
+        """The source column holding each row's key as state keeps it: `__state_pk` (the
+        digest) when the model's state keeps digests, else `__pk`. Read from the plan's
+        own table, so a plan opened from its file knows too."""
+        if self._state_key_column is None:
+            cur = self._con.cursor()
+            try:
+                names = {r[0] for r in cur.sql("DESCRIBE src").fetchall()}
+            finally:
+                cur.close()
+            self._state_key_column = STATE_KEY_COLUMN if STATE_KEY_COLUMN in names else "__pk"
+        return self._state_key_column
+
+    def plan_waves(self, lookup: str, key: str) -> int:
+        """Waves for a self-referencing lookup (Account.Parent by External ID): a row to
+        send whose parent is another row to send goes in a later wave than its parent, so
+        each wave's parents exist in Salesforce before their children are written.
+
+        ``lookup`` is the lookup column (``Parent.External_Id__c``), ``key`` the column the
+        parent is found by (``External_Id__c``), compared case-insensitively as External
+        IDs usually are (a case-sensitive key can only gain a needless wave). Returns the
+        number of waves (1: no row's parent is sent in this run). Rows in a parent cycle
+        go in the last wave, where Salesforce refuses what it cannot resolve.
+        """
+        if lookup not in self.fields or key not in self.fields:
+            return 1
         classes = ", ".join(_lit(c) for c in self.send_classes)
+        self._con.execute(
+            f"""
+            CREATE OR REPLACE TABLE waves AS
+            WITH RECURSIVE t AS (
+                SELECT p.__seq AS seq, lower(s.{_q(key)}::VARCHAR) AS k,
+                       lower(s.{_q(lookup)}::VARCHAR) AS parent
+                FROM planned p JOIN src s ON s.rowid = p.__seq
+                WHERE p.__class IN ({classes})
+            ),
+            d(seq, k, depth) AS (
+                SELECT seq, k, 0 FROM t
+                WHERE parent IS NULL
+                   OR NOT EXISTS (SELECT 1 FROM t AS up WHERE up.k = t.parent AND up.seq <> t.seq)
+                UNION ALL
+                SELECT t.seq, t.k, d.depth + 1 FROM t JOIN d ON t.parent = d.k
+                WHERE t.seq <> d.seq AND d.depth < {MAX_WAVES}
+            )
+            SELECT seq, max(depth) AS wave FROM d GROUP BY seq
+            """
+        )
+        deepest = self._con.sql("SELECT coalesce(max(wave), 0) FROM waves").fetchall()[0][0]
+        self._waves = int(deepest) + 1
+        return self._waves
+
+    def iter_to_send(
+        self, batch_rows: int = 10_000, group_by: Iterable[str] = (), wave: int | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Rows to send: ``__pk`` (``__state_pk``: its digest, when state keeps digests),
+        ``__hash, __sf_id, __class``, the field columns (mapping order), then ``__payload``
+        (the canonical JSON the hash is of) and, when the model redacts fields,
+        ``__stored_payload`` (the same with those values masked: what state keeps).
+        In the source's order, or with ``group_by`` (lookup fields) rows that share a parent
+        next to each other, rows without a parent first. With ``wave`` (after
+        :meth:`plan_waves`), only that wave's rows; rows no wave reached go in the last."""
+        classes = ", ".join(_lit(c) for c in self.send_classes)
+        in_wave = ""
+        if wave is not None:
+            last = wave == self._waves - 1
+            in_wave = (
+                f" AND coalesce((SELECT w.wave FROM waves w WHERE w.seq = p.__seq), "
+                f"{self._waves - 1}) = {int(wave)}"
+                if last
+                else f" AND p.__seq IN (SELECT seq FROM waves WHERE wave = {int(wave)})"
+            )
+        # The digest rides along where state keeps digests: what settling commits.
+        state_key = "" if self._state_key == "__pk" else f"s.{STATE_KEY_COLUMN}, "
         select = (
-            f"SELECT s.__pk, s.__hash, p.__sf_id, p.__class{self._fields_sql('s')}, "
+            f"SELECT s.__pk, {state_key}s.__hash, p.__sf_id, p.__class{self._fields_sql('s')}, "
             f"{payload_sql(self.fields, 's', decimals=self.decimals)} AS __payload"
             + (
                 f", {payload_sql(self.fields, 's', self.redact, self.decimals)} AS __stored_payload "
@@ -203,7 +282,7 @@ class Plan:
                 else " "
             )
             + "FROM planned p JOIN src s ON s.rowid = p.__seq "
-            f"WHERE p.__class IN ({classes})"
+            f"WHERE p.__class IN ({classes}){in_wave}"
         )
         # Children of one parent in one batch rather than in parallel batches: Salesforce
         # locks the parent for each child written, and parallel writers collide on it.
@@ -223,6 +302,12 @@ class Plan:
                 batch_rows,
             )
 
+    @property
+    def database(self) -> Path:
+        """The plan's DuckDB file, complete on disk (checkpointed): what is staged."""
+        self._con.execute("CHECKPOINT")
+        return self._db_dir / PLAN_DATABASE
+
     def limit_memory(self, limit: str) -> None:
         """Lower DuckDB's memory limit once the plan is built: while rows are sent, its
         buffers only serve sequential reads of the on-disk plan, and the memory is the
@@ -230,7 +315,8 @@ class Plan:
         self._con.execute(f"SET memory_limit = '{_safe_setting(limit)}'")
 
     def iter_removed(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
-        """Records whose rows left the model: ``__pk, __sf_id`` (mirror deletes these)."""
+        """Records whose rows left the model: ``__pk, __sf_id`` (mirror deletes these);
+        ``__pk`` as state keeps it (a digest when it keeps digests: the key is not known)."""
         yield from self._reader("SELECT __pk, __sf_id FROM removed ORDER BY __pk", batch_rows)
 
     def iter_superseded(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
@@ -262,7 +348,7 @@ class Plan:
                 f"SELECT s.__pk, p.__class, p.__sf_id, "
                 f"{payload_sql(self.fields, 's', self.redact, self.decimals)}, "
                 "prev.payload FROM planned p JOIN src s ON s.rowid = p.__seq "
-                "LEFT JOIN prev ON prev.pk = s.__pk "
+                f"LEFT JOIN prev ON prev.pk = s.{self._state_key} "
                 "WHERE p.__class IN ('changed', 'pending', 'added') "
                 "ORDER BY CASE p.__class WHEN 'changed' THEN 0 WHEN 'pending' THEN 1 ELSE 2 END, "
                 f"p.__seq LIMIT {max(0, min(int(n), SAMPLE_LIMIT))}"
@@ -362,7 +448,7 @@ def plan_changes(
     work_dir = Path(work_dir)
     db_dir = work_dir / f"plan-{uuid.uuid4().hex[:12]}"
     db_dir.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db_dir / "plan.duckdb"))
+    con = duckdb.connect(str(db_dir / PLAN_DATABASE))
     try:
         con.execute(f"SET memory_limit = '{_safe_setting(memory_limit)}'")
         con.execute(f"SET temp_directory = '{_sql_str(str(db_dir / 'spill'))}'")
@@ -376,6 +462,15 @@ def plan_changes(
         decimals = decimal_fields(reader.schema)
         field_cols = "".join(f", {_q(f)}" for f in fields)
         con.register("src_reader", reader)
+        # A model whose state keeps digests of its keys (its key is redacted) joins by
+        # digest: computed here in SQL, once per row, beside the key (which the run still
+        # needs for rejects and sending; only state must not hold it).
+        spk = "__pk"
+        state_key = ""
+        if isinstance(state, StateStore) and state.digests_keys:
+            state.key_digest().install(con)
+            spk = STATE_KEY_COLUMN
+            state_key = f", {KeyDigest.sql('__pk')} AS {STATE_KEY_COLUMN}"
         # Only the hash is stored; the payload is rebuilt for the (few) rows sent, which
         # halves the database and the ingest time on a big unchanged model.
         con.execute(
@@ -383,7 +478,7 @@ def plan_changes(
             CREATE TABLE src AS
             SELECT __pk::VARCHAR AS __pk, __error_code::VARCHAR AS __error_code,
                    __error_message::VARCHAR AS __error_message{field_cols},
-                   md5({payload_sql(fields, decimals=decimals)}) AS __hash
+                   md5({payload_sql(fields, decimals=decimals)}) AS __hash{state_key}
             FROM src_reader
             """
         )
@@ -399,7 +494,7 @@ def plan_changes(
             )
             if match_field is not None and match_field not in fields:
                 match_field = None
-            _classify(con, detect_removed, match_field, match_case_sensitive)
+            _classify(con, detect_removed, match_field, match_case_sensitive, state_key=spk)
             _supersede(
                 con, state_sql, match_field if detect_removed else None, match_case_sensitive
             )
@@ -408,7 +503,7 @@ def plan_changes(
                 f"""
                 CREATE TABLE prev AS
                 WITH want AS (
-                    SELECT s.__pk AS pk FROM planned p JOIN src s ON s.rowid = p.__seq
+                    SELECT s.{spk} AS pk FROM planned p JOIN src s ON s.rowid = p.__seq
                     WHERE p.__class IN ('changed', 'pending')
                     ORDER BY CASE p.__class WHEN 'changed' THEN 0 ELSE 1 END, p.__seq
                     LIMIT {SAMPLE_LIMIT}
@@ -474,8 +569,13 @@ def _classify(
     detect_removed: bool,
     match_field: str | None = None,
     case_sensitive: bool = False,
+    *,
+    state_key: str = "__pk",
 ) -> None:
     """Tables ``planned`` (one row per source row: class, error, sf_id) and ``removed``.
+
+    ``state_key`` is the source column state's keys are compared with (the digest when
+    state keeps digests); duplicates are found by the key itself, the same rows.
 
     With ``match_field``, rows whose match key (as Salesforce compares it) another row
     shares are invalid too: Salesforce would write them all to one record, the last one
@@ -538,7 +638,7 @@ def _classify(
         FROM src s
         LEFT JOIN dups d ON s.__pk = d.__pk
         {dup_join}
-        LEFT JOIN st ON s.__pk = st.pk
+        LEFT JOIN st ON s.{state_key} = st.pk
         """
     )
     con.execute("DROP TABLE IF EXISTS dupkeys")
@@ -549,7 +649,7 @@ def _classify(
         f"""
         CREATE TABLE removed AS
         SELECT st.pk AS __pk, st.sf_id AS __sf_id FROM st
-        WHERE {removed_where} AND NOT EXISTS (SELECT 1 FROM src WHERE src.__pk = st.pk)
+        WHERE {removed_where} AND NOT EXISTS (SELECT 1 FROM src WHERE src.{state_key} = st.pk)
         """
     )
     con.execute("DROP TABLE dups")
@@ -593,8 +693,9 @@ def _state_relation(
     rows), valid inside the block: the store's Parquet files, or the registered table."""
     needed = ["pk", "hash", "sf_id", "status", "payload"]
     if isinstance(state, StateStore):
-        with state.local_files(work_dir) as (snap, commits):
-            sql = fold_sql(snap, commits, needed)
+        # Keys in the store's form: clear keys of files written before the model redacted
+        # its key are digested as read (the migration; compaction then writes digests).
+        with state.folded(con, needed, work_dir=work_dir) as sql:
             if sql is not None:
                 yield sql
                 return

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "lease.json"
 LOCK_NAME = "lease.lock"
 WAIT_ENV = "SF_ACTIVATION_LEASE_WAIT_S"  # read by the caller; named in LeaseHeld's message
+OBJECT_WAIT_ENV = "SF_ACTIVATION_OBJECT_WAIT_S"  # the same for ObjectBusy
 # S3's Date and LastModified headers are whole seconds, so an age computed from them can
 # be up to one second more than the real one. Expiry allows for it: a lease is taken over
 # only once it is certainly older than its ttl.
@@ -116,6 +117,43 @@ class LeaseHeld(Exception):
             _rebuild_lease_held,
             (self.model, self.holder, self.wait_s, self.waited_s),
         )
+
+
+class ObjectBusy(LeaseHeld):
+    """Another model's run is sending to the same Salesforce object (the object's lease)."""
+
+    def __init__(
+        self,
+        model: str,
+        object_name: str,
+        holder: LeaseInfo | None,
+        *,
+        wait_s: float,
+        waited_s: float,
+    ) -> None:
+        self.object_name = object_name
+        super().__init__(model, holder, wait_s=wait_s, waited_s=waited_s)
+
+    def _message(self) -> str:
+        who = f"run {self.holder.run_id} (pid {self.holder.pid})" if self.holder else "another run"
+        msg = (
+            f"model {self.model}: {who} is still sending to {self.object_name} after "
+            f"{self.waited_s:.0f} s; models writing one object send one at a time. Retry "
+            f"later, or wait longer with {OBJECT_WAIT_ENV}=N (now {self.wait_s:g})"
+        )
+        return " ".join(msg.split())
+
+    def __reduce__(self):
+        return (
+            _rebuild_object_busy,
+            (self.model, self.object_name, self.holder, self.wait_s, self.waited_s),
+        )
+
+
+def _rebuild_object_busy(
+    model: str, object_name: str, holder: LeaseInfo | None, wait_s: float, waited_s: float
+) -> ObjectBusy:
+    return ObjectBusy(model, object_name, holder, wait_s=wait_s, waited_s=waited_s)
 
 
 def _rebuild_lease_held(

@@ -17,6 +17,10 @@ payload, field values) with what was sent in the file's metadata.
 Upsert, update and delete are matched by Id or External ID, so Salesforce itself makes a
 repeat harmless; they are not recorded here (a durable write per call would cost more
 than the call — see docs/reliability.md).
+
+When the model's state keeps digests of its keys (its key is redacted), an entry's
+``__pk`` is the digest, as in state, and the unmasked ``__payload`` is left out (the
+masked ``__stored_payload`` is what state records).
 """
 
 from __future__ import annotations
@@ -26,9 +30,17 @@ import json
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
-from sf_activation.state import StateError, StateStore
+from sf_activation.state import (
+    PK_FORM_KEY,
+    STATE_KEY_COLUMN,
+    StateError,
+    StateStore,
+    is_digest,
+    state_keys,
+)
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 
 LEDGER_DIR = "ledger"
@@ -53,7 +65,9 @@ class EntryInfo(BaseModel):
 class LedgerEntry:
     name: str
     info: EntryInfo
-    rows: pa.Table  # the planned rows: __pk, __hash, __payload, field columns
+    # The planned rows: __pk (as state keeps it), __hash, __payload or __stored_payload,
+    # the field columns.
+    rows: pa.Table
 
 
 class SendLedger:
@@ -76,6 +90,8 @@ class SendLedger:
             sent_at=dt.datetime.now(dt.UTC).isoformat(),
             bulk_job_id=bulk_job_id,
         )
+        if self.store.digests_keys:
+            rows = _as_state_keeps(rows)
         self.store.write_table(
             f"{LEDGER_DIR}/{name}", rows, {_META_KEY: info.model_dump_json().encode()}
         )
@@ -101,7 +117,14 @@ class SendLedger:
                     "move it away if it was put there by hand"
                 )
             info = EntryInfo.model_validate(json.loads(raw))
-            out.append(LedgerEntry(name, info, table.replace_schema_metadata(None)))
+            digested = PK_FORM_KEY in (table.schema.metadata or {})
+            table = table.replace_schema_metadata(None)
+            if self.store.digests_keys and not digested and table.num_rows:
+                # Written before the model redacted its key (or by an earlier version):
+                # its keys are compared with state's digests, and its payload may become
+                # state's, so both take the form state keeps.
+                table = self.store.digest_entry(table)
+            out.append(LedgerEntry(name, info, table))
         out.sort(key=lambda e: (e.info.sent_at, e.name))
         return out
 
@@ -159,3 +182,17 @@ class LedgerTracker:
                 if name not in self.unknown:
                     done.append(name)
         self.ledger.remove(done)
+
+
+def _as_state_keeps(rows: pa.Table) -> pa.Table:
+    """An entry's rows for a state that keeps digests: `__pk` is the plan's digest (what
+    state records when the outcome is known), the unmasked payload left out."""
+    keys = state_keys(rows)
+    if not pc.all(is_digest(keys)).as_py():
+        # Only plan rows carry the digest; anything else is a bug, and never written.
+        raise StateError(f"{STATE_KEY_COLUMN} missing from rows recorded in the ledger")
+    rows = rows.set_column(rows.schema.get_field_index("__pk"), "__pk", keys)
+    drop = [STATE_KEY_COLUMN] if STATE_KEY_COLUMN in rows.column_names else []
+    if "__stored_payload" in rows.column_names and "__payload" in rows.column_names:
+        drop.append("__payload")
+    return rows.drop_columns(drop)

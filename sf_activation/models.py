@@ -12,6 +12,8 @@ import datetime as dt
 import difflib
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +25,7 @@ OPERATIONS = ("insert", "update", "upsert", "delete", "mirror")
 TRANSPORTS = ("auto", "composite", "bulk")
 NULLS = ("clear", "keep")
 CADENCES = ("hourly", "daily", "weekly", "monthly")
+SCHEDULE_STATUSES = ("stopped", "running")
 
 # Model names become S3 keys, file names and Dagster asset keys: nothing that could
 # climb out of a prefix ("..", "/") or need quoting. Dagster itself allows [A-Za-z0-9_].
@@ -76,6 +79,9 @@ class ModelFile(BaseModel):
     transport: Literal["auto", "composite", "bulk"] = "auto"
     bulk_threshold: int = Field(default=10_000, ge=1)
     schedule: str | None = None
+    # A schedule only starts by itself when the model file says so: a fresh deployment
+    # (or `make dev` on a new clone) must not start syncing before anyone asked it to.
+    schedule_status: Literal["stopped", "running"] = "stopped"
     dbt_models: list[str] = Field(default_factory=list)
     max_reject_rate: float = Field(default=0.05, ge=0.0, le=1.0)
     nulls: Literal["clear", "keep"] = "clear"
@@ -103,6 +109,7 @@ class ModelSpec(BaseModel):
     transport: Literal["auto", "composite", "bulk"]
     bulk_threshold: int
     schedule: str | None
+    schedule_status: Literal["stopped", "running"] = "stopped"
     dbt_models: list[str]
     max_reject_rate: float
     nulls: Literal["clear", "keep"]
@@ -235,10 +242,13 @@ def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
                 "operation": OPERATIONS,
                 "transport": TRANSPORTS,
                 "nulls": NULLS,
+                "schedule_status": SCHEDULE_STATUSES,
                 "partition_by.cadence": CADENCES,
             }.get(key)
             allowed_text = ", ".join(allowed) if allowed else err.get("ctx", {}).get("expected", "")
-            problems.append(f"{where}: {key}: {value!r} is not one of {allowed_text}")
+            # YAML reads a bare on/off/yes/no as true/false: say so, the file shows no True.
+            hint = " (YAML reads on/off/yes/no as true/false)" if isinstance(value, bool) else ""
+            problems.append(f"{where}: {key}: {value!r} is not one of {allowed_text}{hint}")
         elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
             ctx = err.get("ctx", {})
             field = ModelFile.model_fields.get(str(loc[0]))
@@ -326,6 +336,11 @@ def _semantic_problems(where: str, mf: ModelFile) -> list[str]:
         problems.append(
             f"{where}: schedule: {mf.schedule!r} is not a valid cron expression "
             "(five fields: minute hour day-of-month month day-of-week, e.g. '0 * * * *')"
+        )
+    if mf.schedule is None and mf.schedule_status == "running":
+        problems.append(
+            f"{where}: schedule_status: 'running' needs a `schedule:` (cron) to run on; "
+            "add one or remove schedule_status"
         )
     for i, name in enumerate(mf.dbt_models):
         if not name.strip():
@@ -433,6 +448,7 @@ def load_model(path: Path | str) -> ModelSpec:
         transport=mf.transport,
         bulk_threshold=mf.bulk_threshold,
         schedule=mf.schedule,
+        schedule_status=mf.schedule_status,
         dbt_models=list(mf.dbt_models),
         max_reject_rate=mf.max_reject_rate,
         nulls=mf.nulls,
@@ -444,33 +460,68 @@ def load_model(path: Path | str) -> ModelSpec:
     )
 
 
+@dataclass(frozen=True)
+class LoadedModels:
+    """Every model file of a directory: the specs that load, and per model name the
+    :class:`ModelError` of the file(s) that do not (the Dagster layer shows one broken
+    file as that model's error instead of failing every model; see
+    :func:`load_models_isolated`)."""
+
+    specs: dict[str, ModelSpec] = dataclass_field(default_factory=dict)
+    errors: dict[str, ModelError] = dataclass_field(default_factory=dict)
+    # model name -> its file(s); more than one only when the name is defined twice
+    paths: dict[str, list[Path]] = dataclass_field(default_factory=dict)
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem line, in file order (as :func:`load_models` raises them)."""
+        return [line for error in self.errors.values() for line in error.problems]
+
+
+def load_models_isolated(models_dir: Path | str) -> LoadedModels:
+    """Load every ``*.yml`` / ``*.yaml`` in ``models_dir`` (not recursive), sorted by name,
+    keeping each file's mistakes to its own model.
+
+    Checks across files still apply: two files defining one model name are an error of
+    that name, and neither file's spec is used (which one was meant cannot be told).
+    A missing directory is still raised: there is no model to keep.
+    """
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        raise ModelError(f"{display_path(models_dir)}: models directory not found")
+    paths = sorted(p for p in models_dir.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file())
+    by_name: dict[str, list[Path]] = {}
+    for path in paths:
+        by_name.setdefault(path.stem, []).append(path)
+    loaded = LoadedModels(paths=by_name)
+    for name, files in by_name.items():
+        problems: list[str] = []
+        try:
+            spec: ModelSpec | None = load_model(files[0])
+        except ModelError as exc:
+            spec = None
+            problems.extend(exc.problems)
+        for other in files[1:]:
+            problems.append(
+                f"{display_path(other)}: model name {name!r} is also defined by "
+                f"{display_path(files[0])}; model names must be unique"
+            )
+        if problems:
+            loaded.errors[name] = ModelError(problems)
+        elif spec is not None:
+            loaded.specs[name] = spec
+    return loaded
+
+
 def load_models(models_dir: Path | str) -> dict[str, ModelSpec]:
     """Load every ``*.yml`` / ``*.yaml`` in ``models_dir`` (not recursive), sorted by name.
 
     All files are checked before raising, so one run shows every mistake at once.
     """
-    models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        raise ModelError(f"{display_path(models_dir)}: models directory not found")
-    specs: dict[str, ModelSpec] = {}
-    problems: list[str] = []
-    seen: dict[str, Path] = {}
-    paths = sorted(p for p in models_dir.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file())
-    for path in paths:
-        if path.stem in seen:
-            problems.append(
-                f"{display_path(path)}: model name {path.stem!r} is also defined by "
-                f"{display_path(seen[path.stem])}; model names must be unique"
-            )
-            continue
-        seen[path.stem] = path
-        try:
-            specs[path.stem] = load_model(path)
-        except ModelError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise ModelError(problems)
-    return specs
+    loaded = load_models_isolated(models_dir)
+    if loaded.errors:
+        raise ModelError(loaded.problems)
+    return loaded.specs
 
 
 def check_columns(spec: ModelSpec, columns: Iterable[str]) -> None:
@@ -507,6 +558,7 @@ def check_columns(spec: ModelSpec, columns: Iterable[str]) -> None:
 
 
 __all__ = [
+    "LoadedModels",
     "ModelError",
     "ModelFile",
     "ModelSpec",
@@ -514,4 +566,5 @@ __all__ = [
     "check_columns",
     "load_model",
     "load_models",
+    "load_models_isolated",
 ]

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from simple_salesforce.format import format_soql
 
 from sf_activation.in_flight import InFlight
 from sf_activation.ledger import LedgerEntry, LedgerTracker
@@ -43,8 +42,9 @@ from sf_activation.salesforce.outcomes import (
     Outcomes,
     SendRequest,
 )
+from sf_activation.salesforce.soql import format_soql  # simple-salesforce, imported on use
 from sf_activation.settle import Settler, field_columns, row_record
-from sf_activation.state import StateStore
+from sf_activation.state import StateStore, state_keys
 from sf_activation.summary import SyncSummary
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 
@@ -318,7 +318,9 @@ class LedgerPass:
         self.concurrency = concurrency
         self.grace_s = grace_s
         self.work_dir = work_dir
-        self.held: set[str] = set()  # primary keys whose create may have landed
+        # Keys (as state keeps them: digests when the model's key is redacted, as in
+        # the ledger) whose create may have landed.
+        self.held: set[str] = set()
         self._held_rows: list[tuple[pa.Table, str]] = []  # (rows, why) for the reject file
 
     def run(self, entries: list[LedgerEntry], *, this_run: bool) -> bool:
@@ -408,7 +410,7 @@ class LedgerPass:
         """`batch` without the rows held back."""
         if not self.held or batch.num_rows == 0:
             return batch
-        held = pc.is_in(batch.column("__pk"), value_set=pa.array(sorted(self.held), pa.string()))
+        held = pc.is_in(state_keys(batch), value_set=pa.array(sorted(self.held), pa.string()))
         return batch.filter(pc.invert(held))
 
     def explain(self, sink: RejectSink) -> None:

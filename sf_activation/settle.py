@@ -19,14 +19,13 @@ from sf_activation.in_flight import InFlight
 from sf_activation.ledger import LedgerTracker
 from sf_activation.rejects import RejectSink
 from sf_activation.salesforce.outcomes import OUTCOME_UNKNOWN, Outcomes, RecordOutcome
-from sf_activation.state import StateStore
+from sf_activation.state import StateStore, state_keys
 from sf_activation.summary import SyncSummary
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 
 COMMIT_SECONDS = 0.5  # commit buffered rows at least this often (see Settings.commit_rows)
 # Salesforce answers these when the record is already gone: the delete is done.
 ALREADY_DELETED = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"})
-_ALREADY_DELETED = pa.array(sorted(ALREADY_DELETED), pa.string())
 
 
 def field_columns(batch: pa.RecordBatch) -> list[str]:
@@ -139,7 +138,10 @@ class Settler:
         one Salesforce refused to delete is a reject; the rest are tried next run."""
         numbers, rows = in_flight.locate(outcomes)
         codes = pa.array(outcomes.error_codes, pa.string())
-        already = pc.fill_null(pc.is_in(codes, value_set=_ALREADY_DELETED), False)
+        # Built here, not at import: converting Python values makes pyarrow import pandas,
+        # which the sync path otherwise never needs (sf_activation_tests/test_startup.py).
+        gone_codes = pa.array(sorted(ALREADY_DELETED), pa.string())
+        already = pc.fill_null(pc.is_in(codes, value_set=gone_codes), False)
         gone = outcomes.success_mask() | np.asarray(already)
         refused = ~gone & ~outcomes.retryable_mask()
         pks: list[pa.Array] = []
@@ -193,7 +195,8 @@ def already_deleted_as_done(outcomes: Outcomes) -> Outcomes:
 def state_rows(batch: pa.RecordBatch, ids: pa.Array | None, status: str) -> pa.Table:
     n = batch.num_rows
     columns = {
-        "pk": batch.column("__pk"),
+        # The key as state keeps it: its digest when the model's key is redacted.
+        "pk": state_keys(batch),
         "hash": batch.column("__hash"),
         "sf_id": ids if ids is not None else pa.nulls(n, pa.string()),
         "status": pa.array([status] * n, pa.string()),

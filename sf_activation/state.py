@@ -6,6 +6,7 @@ Layout under ``{state_url}/{model}/`` (a local directory or ``s3://bucket/prefix
     commits/s{seq:012d}-{run_id}.parquet
     ledger/…                       what is in flight (sf_activation/ledger.py)
     lease.*                        who may write (sf_activation/lease.py)
+    key_salt.json                  only when keys are kept as digests (below)
 
 ``seq`` is one sequence per model that every worker agrees on: a run takes the next
 number after the highest commit (or folded mark) in the store, and only the run holding
@@ -17,6 +18,8 @@ before every ``s…`` name, so a store written by an older version folds in the 
 Rows: ``pk`` string, ``hash`` string, ``sf_id`` string|null, ``status``
 (``synced``|``rejected``|``deleted``), ``updated_at`` timestamp (UTC), ``payload`` string|null
 (compact JSON of the record as last sent; see docs/internals.md for why it is kept).
+A model whose primary key maps to a `redact:` field keeps ``pk`` as ``h:`` + HMAC-SHA256
+of the key (:class:`KeyDigest`), never the key itself.
 
 Every write is atomic: locally a temp file, fsync, rename; on S3 one object upload, which
 S3 makes visible only when complete. ``commit()`` is durable when it returns, so a run
@@ -27,12 +30,16 @@ runs in DuckDB over the Parquet files, never in a Python dict of rows.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
+import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -42,7 +49,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pydantic import SecretStr
 
+from sf_activation.config import state_key_from_env
+from sf_activation.rejects import REDACTED
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 
 STATUSES = ("synced", "rejected", "deleted")
@@ -78,6 +88,82 @@ _MODEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")  # as models.MODEL_NAME
 
 class StateError(Exception):
     """State that cannot be read or written (bad URL, unreadable file, bad rows)."""
+
+
+# -- primary keys kept as digests -------------------------------------------------------
+# A model whose primary key maps to a `redact:` field (an e-mail address as the key) keeps
+# no key in clear in its state: every `pk` (and every ledger entry's `__pk`) is
+# `h:` + HMAC-SHA256 of the key under the model's digest key (see docs/internals.md).
+# Every Parquet file such a store writes carries PK_FORM_KEY in its metadata; a file
+# without it holds clear keys (written before the model redacted its key, or by an earlier
+# version) and is digested as it is read, so whatever mix of forms a killed migration
+# leaves still folds by one key.
+PK_FORM_KEY = b"sf_activation.pk_form"
+PK_DIGEST_FORM = b"hmac-sha256"
+KEY_SALT_NAME = "key_salt.json"
+DIGEST_PREFIX = "h:"
+# The plan's column holding each row's key as state keeps it (only when keys are digests).
+STATE_KEY_COLUMN = "__state_pk"
+_DIGEST_PATTERN = r"^h:[0-9a-f]{64}$"
+_KEY_CONTEXT = b"sf_activation primary key v1\0"
+_CHECK_MESSAGE = b"sf_activation key check"
+_KEY_TABLE = "__sfa_pk_key"
+_SALT_FORMAT = 1
+
+
+class KeyDigest:
+    """HMAC-SHA256 of primary keys under one model's digest key, written `h:` + 64 hex.
+
+    Computed in DuckDB SQL over every row (plans, folds, ledger entries), byte for byte
+    what `hmac.new(key, pk.encode(), "sha256")` gives (docs/internals.md). The SQL reads
+    the key from a temp table filled through a query parameter, so no key material is
+    ever part of SQL text, which DuckDB echoes in some errors.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(64, b"\0")  # HMAC's key block (the key is 32 bytes)
+        self._key = key
+        self._inner = bytes(b ^ 0x36 for b in block)
+        self._outer = bytes(b ^ 0x5C for b in block)
+
+    def __repr__(self) -> str:
+        return "KeyDigest(***)"
+
+    @classmethod
+    def derive(cls, salt: bytes, secret: SecretStr | None) -> KeyDigest:
+        """The model's digest key: its salt, keyed by SF_ACTIVATION_STATE_KEY when set."""
+        material = secret.get_secret_value().encode() if secret is not None else b""
+        return cls(hmac.new(material, _KEY_CONTEXT + salt, hashlib.sha256).digest())
+
+    def check(self) -> str:
+        """A fingerprint of the key, kept beside the salt: a run whose key differs (another
+        SF_ACTIVATION_STATE_KEY) is refused instead of seeing every row as new."""
+        return hmac.new(self._key, _CHECK_MESSAGE, hashlib.sha256).hexdigest()[:16]
+
+    def install(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Make :meth:`sql` valid on `con` (a one-row temp table, never in a database file)."""
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_KEY_TABLE} (i BLOB, o BLOB)")
+        con.execute(f"INSERT INTO {_KEY_TABLE} VALUES (?, ?)", [self._inner, self._outer])
+
+    @staticmethod
+    def sql(expr: str) -> str:
+        """DuckDB expression: the digest of `expr` as text (null stays null), on a
+        connection :meth:`install` ran on."""
+        text = f"encode(({expr})::VARCHAR)"
+        inner = f"unhex(sha256((SELECT i FROM {_KEY_TABLE}) || {text}))"
+        return f"('{DIGEST_PREFIX}' || sha256((SELECT o FROM {_KEY_TABLE}) || {inner}))"
+
+
+def is_digest(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Which values are digests as KeyDigest writes them."""
+    return pc.fill_null(pc.match_substring_regex(values, _DIGEST_PATTERN), False)
+
+
+def state_keys(batch: pa.RecordBatch | pa.Table) -> pa.Array | pa.ChunkedArray:
+    """Each planned row's key as state keeps it: the digest when the store digests keys,
+    else the key itself."""
+    names = batch.schema.names
+    return batch.column(STATE_KEY_COLUMN if STATE_KEY_COLUMN in names else "__pk")
 
 
 def _s3_filesystem() -> pafs.S3FileSystem:
@@ -189,7 +275,22 @@ class StateStore:
     """Sync state of one model. Not safe for two concurrent runs of the same model
     (Dagster's per-model job and pool keep runs of one model apart)."""
 
-    def __init__(self, state_url: str, model: str, *, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        state_url: str,
+        model: str,
+        *,
+        run_id: str | None = None,
+        redact_key: bool = False,
+        redact: Iterable[str] = (),
+        state_key: SecretStr | None = None,
+    ) -> None:
+        """`redact_key`: the model's primary key maps to a `redact:` field, so keys are kept
+        as digests (:attr:`digests_keys`). `redact`: the model's `redact:` fields, masked in
+        the payloads of rows whose keys are digested as read (written before the model
+        redacted its key: the key's own field may be in clear there). `state_key`:
+        SF_ACTIVATION_STATE_KEY (read from the environment when not given), mixed into
+        those digests."""
         if not _MODEL_RE.match(model):
             raise StateError(f"model name {model!r} is not a safe identifier")
         self.state_url = state_url
@@ -197,6 +298,12 @@ class StateStore:
         self.run_id = _SAFE_ID_RE.sub("_", run_id or uuid.uuid4().hex)[:64]
         self._seq: int | None = None  # the last sequence number used; read on first commit
         self._s3_client = None
+        self._redact_key = redact_key
+        self._redact = sorted(set(redact))
+        self._state_key = state_key if state_key is not None else state_key_from_env()
+        self._digests: bool | None = None  # decided on first use (a look at the store)
+        self._key: KeyDigest | None = None
+        self._unsaved_salt: bytes | None = None  # a new salt's file, written before any digest
         if state_url.startswith("s3://"):
             rest = state_url[len("s3://") :].strip("/")
             if not rest:
@@ -251,8 +358,139 @@ class StateStore:
         return sorted(names)
 
     def _snapshot_exists(self) -> bool:
-        info = self._fs.get_file_info(self._path(SNAPSHOT_NAME))
+        return self._exists(SNAPSHOT_NAME)
+
+    def _exists(self, rel: str) -> bool:
+        try:
+            info = self._fs.get_file_info(self._path(rel))
+        except OSError as exc:
+            raise StateError(f"cannot read {self.url}/{rel}: {exc}") from exc
         return info.type == pafs.FileType.File
+
+    # ------------------------------------------------------------ digested keys
+
+    @property
+    def digests_keys(self) -> bool:
+        """Whether this store keeps primary keys as digests: the model redacts its key, or
+        the store already does (it has a salt). A model that stops redacting its key keeps
+        digests: one cannot be turned back into its key, and clear keys would match none
+        of the state's rows (every row sent again, an insert model's created twice)."""
+        if self._digests is None:
+            self._digests = self._redact_key or self._exists(KEY_SALT_NAME)
+        return self._digests
+
+    def key_digest(self) -> KeyDigest:
+        """The digest of this model's keys, from the salt kept in the store; a store that
+        has none gets a new salt, written before the first file holding a digest."""
+        if self._key is not None:
+            return self._key
+        try:
+            raw = self.read_bytes(KEY_SALT_NAME)
+        except FileNotFoundError:
+            salt = secrets.token_bytes(32)
+            self._key = KeyDigest.derive(salt, self._state_key)
+            self._unsaved_salt = self._salt_file(salt, self._key)
+            return self._key
+        except OSError as exc:
+            raise StateError(f"cannot read {self.url}/{KEY_SALT_NAME}: {exc}") from exc
+        self._key = self._key_from(raw)
+        return self._key
+
+    def _salt_file(self, salt: bytes, key: KeyDigest) -> bytes:
+        body = {
+            "format": _SALT_FORMAT,
+            "algorithm": PK_DIGEST_FORM.decode(),
+            "salt": salt.hex(),
+            # Whether SF_ACTIVATION_STATE_KEY was mixed in (never its value): for the message
+            # when a worker's setting differs.
+            "state_key": self._state_key is not None,
+            "check": key.check(),
+        }
+        return (json.dumps(body, indent=2) + "\n").encode()
+
+    def _key_from(self, raw: bytes) -> KeyDigest:
+        where = f"{self.url}/{KEY_SALT_NAME}"
+        try:
+            body = json.loads(raw)
+            salt = bytes.fromhex(body["salt"])
+            keyed, check = bool(body["state_key"]), str(body["check"])
+            if body.get("format") != _SALT_FORMAT or len(salt) != 32:
+                raise ValueError("unknown format")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(
+                f"{where} is not readable ({type(exc).__name__}); restore it from a backup: "
+                "without it no primary key in this state can be matched"
+            ) from None
+        key = KeyDigest.derive(salt, self._state_key)
+        if not hmac.compare_digest(key.check(), check):
+            now = self._state_key is not None
+            if keyed and now:
+                how = "with another SF_ACTIVATION_STATE_KEY"
+            elif keyed:
+                how = "with SF_ACTIVATION_STATE_KEY, which is not set here"
+            else:
+                how = "without SF_ACTIVATION_STATE_KEY, which is set here"
+            way_out = "unset it" if not keyed else "set it to the value the state was made with"
+            raise StateError(
+                f"{where}: the primary keys in this state were digested {how}, so no row would "
+                f"match and every row would be sent as new; nothing was sent. {way_out[0].upper()}"
+                f"{way_out[1:]} (on every worker)"
+            )
+        return key
+
+    def _save_salt(self) -> None:
+        """Write a new salt once, before anything digested with it, and never over another
+        run's: if one appeared meanwhile, this run's digests are not the store's."""
+        body = self._unsaved_salt
+        if body is None:
+            return
+        if not self._create_once(KEY_SALT_NAME, body) and self.read_bytes(KEY_SALT_NAME) != body:
+            raise self._salt_raced()
+        self._unsaved_salt = None
+
+    def _salt_raced(self) -> StateError:
+        return StateError(
+            f"{self.url}/{KEY_SALT_NAME} was created by another run while this one ran; "
+            "nothing was written: run again"
+        )
+
+    def _create_once(self, rel: str, data: bytes) -> bool:
+        """Write a small file durably unless it exists (then False)."""
+        if self.is_s3:
+            try:
+                self._client().put_object(
+                    Bucket=self._bucket, Key=f"{self._key_prefix}/{rel}", Body=data, IfNoneMatch="*"
+                )
+            except Exception as exc:  # botocore raises many types
+                if _s3_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                raise StateError(f"cannot write {self.url}/{rel}: {exc}") from exc
+            return True
+        assert self._local_root is not None
+        target = self._local_root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, target)  # fails when the file exists: no run overwrites a salt
+            except FileExistsError:
+                return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+        return True
+
+    def _before_write(self, metadata: dict | None) -> dict | None:
+        """Metadata for a Parquet file about to be written; a new salt is saved first."""
+        if not self.digests_keys:
+            return metadata
+        self.key_digest()
+        self._save_salt()
+        return {**(metadata or {}), PK_FORM_KEY: PK_DIGEST_FORM}
 
     # ------------------------------------------------------------------ writes
 
@@ -267,6 +505,7 @@ class StateStore:
         """Write `data` (a table, or a stream of state batches) as one Parquet object that
         appears only once complete. Returns the rows written."""
         options = write_options or SNAPSHOT_WRITE_OPTIONS
+        metadata = self._before_write(metadata)
         if not self.is_s3:
             assert self._local_root is not None
             target = self._local_root / rel
@@ -303,6 +542,13 @@ class StateStore:
         table = normalize_state(rows)
         if table.num_rows == 0:
             return ""
+        if self.digests_keys and not pc.all(is_digest(table.column("pk"))).as_py():
+            # Callers pass keys as state keeps them (settle.state_rows, removed rows): a
+            # clear key here is a bug, and it is never written (nor shown).
+            raise StateError(
+                f"{self.url}: refusing to commit a primary key in clear to a state that keeps "
+                "them as digests; nothing was written"
+            )
         if self._seq is None:
             self._seq = self._last_seq()
         self._seq += 1
@@ -341,6 +587,7 @@ class StateStore:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write one small file atomically (a temp file renamed; one upload on S3)."""
+        self._before_write(None)  # e.g. a staged plan's info: its digests need the salt
         if self.is_s3:
             try:
                 self._client().put_object(
@@ -393,6 +640,71 @@ class StateStore:
 
     def delete_files(self, rels: list[str]) -> None:
         self._delete(rels)
+
+    def upload_file(self, local: Path, rel: str) -> None:
+        """Copy a local file of any size to ``rel``, streamed (the staged plan); on S3 one
+        (multipart) upload, visible only once complete; locally a temp file renamed."""
+        if self.is_s3:
+            try:
+                self._client().upload_file(str(local), self._bucket, f"{self._key_prefix}/{rel}")
+            except Exception as exc:  # botocore raises many types; all mean "not written"
+                raise StateError(f"cannot write {self.url}/{rel}: {exc}") from exc
+            return
+        assert self._local_root is not None
+        target = self._local_root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def download_file(self, rel: str, local: Path) -> None:
+        """Copy ``rel`` to a local file, streamed; FileNotFoundError when there is none."""
+        info = self._fs.get_file_info(self._path(rel))
+        if info.type != pafs.FileType.File:
+            raise FileNotFoundError(f"{self.url}/{rel}")
+        try:
+            with self._fs.open_input_stream(self._path(rel)) as src, open(local, "wb") as out:
+                shutil.copyfileobj(src, out, 8 << 20)
+        except OSError as exc:
+            raise StateError(f"cannot read {self.url}/{rel}: {exc}") from exc
+
+    def list_dirs(self, directory: str) -> list[tuple[str, float]]:
+        """Sub-directory names under ``directory`` with their newest file's age basis
+        (modification time, seconds since the epoch; 0 when unknown), sorted by name."""
+        selector = pafs.FileSelector(self._path(directory), allow_not_found=True, recursive=True)
+        try:
+            infos = self._fs.get_file_info(selector)
+        except OSError as exc:
+            raise StateError(f"cannot list {self.url}/{directory}: {exc}") from exc
+        base = self._path(directory).rstrip("/") + "/"
+        newest: dict[str, float] = {}
+        for info in infos:
+            if info.type != pafs.FileType.File or not info.path.startswith(base):
+                continue
+            top = info.path[len(base) :].split("/", 1)[0]
+            mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
+            newest[top] = max(newest.get(top, 0.0), mtime)
+        return sorted(newest.items())
+
+    def delete_tree(self, directory: str) -> None:
+        """Remove ``directory`` and everything under it (a consumed staged plan)."""
+        rels = []
+        selector = pafs.FileSelector(self._path(directory), allow_not_found=True, recursive=True)
+        base = self._path("")
+        for info in self._fs.get_file_info(selector):
+            if info.type == pafs.FileType.File:
+                rels.append(info.path[len(base) :])
+        self._delete(rels)
+        if not self.is_s3:
+            shutil.rmtree(self._path(directory), ignore_errors=True)
+
+    def version(self) -> int:
+        """A number that grows with every commit to this state (its sequence): a plan made
+        at one version is stale once the state has another."""
+        return self._last_seq()
 
     # ------------------------------------------------------------------ reads
 
@@ -461,12 +773,101 @@ class StateStore:
         unknown = [c for c in cols if c not in STATE_COLUMNS]
         if unknown:
             raise StateError(f"unknown state column(s) {', '.join(unknown)}")
-        with self.local_files(work_dir) as (snap, commits), _duckdb(work_dir, memory_limit) as con:
-            sql = fold_sql(snap, commits, cols, include_deleted=include_deleted)
+        with (
+            _duckdb(work_dir, memory_limit) as con,
+            self.folded(con, cols, include_deleted=include_deleted, work_dir=work_dir) as sql,
+        ):
             if sql is None:
                 return empty_state().select(cols)
             table = con.sql(sql).to_arrow_table()
         return table.cast(pa.schema([STATE_SCHEMA.field(c) for c in cols]))
+
+    @contextmanager
+    def folded(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        columns: list[str],
+        *,
+        include_deleted: bool = False,
+        work_dir: Path | None = None,
+    ) -> Iterator[str | None]:
+        """SQL folding the state into one row per key (:func:`fold_sql`), valid on `con`
+        inside the block; None when there is no state. Keys come in the store's form: a
+        store that keeps digests digests the clear keys of files written before it did."""
+        with self.local_files(work_dir) as (snap, commits):
+            clear = self._clear_files(con, snap, commits)
+            if clear:
+                self.key_digest().install(con)
+            yield fold_sql(
+                snap,
+                commits,
+                columns,
+                include_deleted=include_deleted,
+                digest=clear,
+                mask=self._redact,
+            )
+
+    def _clear_files(
+        self, con: duckdb.DuckDBPyConnection, snap: Path | None, commits: list[Path]
+    ) -> list[Path]:
+        """The files holding keys in clear, in a store that keeps digests (each file's
+        form is in its Parquet metadata). Digests without the salt they were made with
+        are refused: no key would match them."""
+        files = ([snap] if snap is not None else []) + list(commits)
+        if not files:
+            return []
+        if not self.digests_keys:
+            # A store keeping clear keys reads no more than before: only the snapshot's
+            # form is checked (a lost salt shows there).
+            if snap is not None and PK_FORM_KEY in (pq.read_schema(snap).metadata or {}):
+                raise self._lost_salt()
+            return []
+        self.key_digest()
+        listing = ", ".join(f"'{_sql_str(p.as_posix())}'" for p in files)
+        digested = {
+            row[0]
+            for row in con.execute(
+                f"SELECT DISTINCT file_name FROM parquet_kv_metadata([{listing}]) "
+                "WHERE key = ?::BLOB",
+                [PK_FORM_KEY],
+            ).fetchall()
+        }
+        if digested and self._unsaved_salt is not None:
+            raise self._salt_raced() if self._exists(KEY_SALT_NAME) else self._lost_salt()
+        return [p for p in files if p.as_posix() not in digested]
+
+    def digest_entry(self, rows: pa.Table) -> pa.Table:
+        """Planned rows written with clear keys (a ledger entry from before the model
+        redacted its key) as this store keeps them: `__pk` digested, the `redact:` fields
+        of `__payload` masked (it becomes the state's payload once the outcome is known).
+        Other columns are left exactly as they are (the reconciliation compares them)."""
+        con = duckdb.connect(":memory:")
+        try:
+            self.key_digest().install(con)
+            con.register("rows_in", rows)
+            exprs = [f"{KeyDigest.sql('__pk')} AS k"]
+            if "__payload" in rows.column_names:
+                exprs.append(f"{_masked_payload_sql(self._redact, '__payload')} AS p")
+            out = con.sql(f"SELECT {', '.join(exprs)} FROM rows_in").to_arrow_table()
+        finally:
+            con.close()
+        rows = rows.set_column(
+            rows.schema.get_field_index("__pk"), "__pk", out.column("k").cast(pa.string())
+        )
+        if "__payload" in rows.column_names:
+            rows = rows.set_column(
+                rows.schema.get_field_index("__payload"),
+                "__payload",
+                out.column("p").cast(pa.string()),
+            )
+        return rows
+
+    def _lost_salt(self) -> StateError:
+        return StateError(
+            f"{self.url} holds digests of primary keys but not {KEY_SALT_NAME}, the salt they "
+            "were made with: restore that file from a backup (without it no row matches: "
+            "every row would be sent again, an insert model's records created twice)"
+        )
 
     def compact(self, *, work_dir: Path | None = None, memory_limit: str = "1GB") -> int:
         """Fold the commits into a new snapshot, then remove them. Returns rows kept.
@@ -474,21 +875,31 @@ class StateStore:
         Crash-safe: the snapshot records the last commit it folded, so commit files a
         killed compaction left behind are skipped, not applied twice.
         """
-        with self.local_files(work_dir) as (snap, commits):
-            if not commits:
+        with self.local_files(work_dir) as (snap, commits), _duckdb(work_dir, memory_limit) as con:
+            # A store that keeps digests rewrites a snapshot of clear keys even when no
+            # commit is left (an unchanged model's first run after it redacted its key).
+            clear = self._clear_files(con, snap, commits)
+            if not commits and not clear:
                 return 0 if snap is None else pq.ParquetFile(snap).metadata.num_rows
-            names = [c.name.split("__")[-1] for c in commits]
-            with _duckdb(work_dir, memory_limit) as con:
-                sql = fold_sql(snap, commits, list(STATE_COLUMNS), include_deleted=False)
-                assert sql is not None
-                # Streamed batch by batch into the new snapshot: a million-row state with
-                # payloads is hundreds of MB as one Arrow table.
-                reader = con.sql(sql).to_arrow_reader(COMPACT_BATCH_ROWS)
-                kept = self._write_atomic(SNAPSHOT_NAME, reader, {FOLDED_KEY: names[-1].encode()})
+            if commits:
+                mark = commits[-1].name.split("__")[-1].encode()
+            else:
+                assert snap is not None
+                mark = (pq.read_schema(snap).metadata or {}).get(FOLDED_KEY, b"")
+            if clear:
+                self.key_digest().install(con)
+            sql = fold_sql(snap, commits, list(STATE_COLUMNS), digest=clear, mask=self._redact)
+            assert sql is not None
+            # Streamed batch by batch into the new snapshot: a million-row state with
+            # payloads is hundreds of MB as one Arrow table.
+            reader = con.sql(sql).to_arrow_reader(COMPACT_BATCH_ROWS)
+            kept = self._write_atomic(SNAPSHOT_NAME, reader, {FOLDED_KEY: mark})
         kill_point("state_compact")  # test hook: snapshot written, commits not yet removed
         # Everything up to the folded mark goes, including files an earlier compaction
         # was killed before removing.
-        self._delete([f"{COMMITS_DIR}/{c}" for c in self.commit_files() if c <= names[-1]])
+        if commits:
+            folded = mark.decode()
+            self._delete([f"{COMMITS_DIR}/{c}" for c in self.commit_files() if c <= folded])
         return kept
 
     def _delete(self, rels: list[str]) -> None:
@@ -551,37 +962,73 @@ def _sql_str(value: str) -> str:
     return value.replace("'", "''")
 
 
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _masked_payload_sql(fields: Collection[str], column: str = "payload") -> str:
+    """DuckDB expression: `column` (a payload) with the values of `fields` masked as the
+    sync masks them (null stays null), by exact text replacement: a member `"F":value`
+    occurs once outside strings (quotes inside strings are escaped), and DuckDB writes a
+    value as json_extract re-reads it. No JSON re-serialisation, which would round exact
+    numbers."""
+    out = _q(column)
+    for field in sorted(fields):
+        member = "'" + _sql_str(json.dumps(field) + ":") + "'"
+        value = f"json_extract({_q(column)}, '{_sql_str('$.' + json.dumps(field))}')"
+        # '' (no match) for an absent or null value: replace() leaves the text as it is.
+        found = f"coalesce(CASE WHEN json_type({value}) <> 'NULL' THEN {member} || {value}::VARCHAR END, '')"
+        masked = "'" + _sql_str(json.dumps(field) + ":" + json.dumps(REDACTED)) + "'"
+        out = f"replace({out}, {found}, {masked})"
+    return out
+
+
 def fold_sql(
     snapshot: Path | None,
     commits: list[Path],
     columns: list[str],
     *,
     include_deleted: bool = False,
+    digest: Collection[Path] = (),
+    mask: Collection[str] = (),
 ) -> str | None:
     """DuckDB SQL folding snapshot + commits (in list order) into one row per pk.
 
     Files read later win; within a file the last row for a pk wins. Returns None when
-    there is nothing to read.
+    there is nothing to read. The keys of the files in `digest` (clear keys in a store
+    that keeps digests) are digested before folding, so a key meets its own digest, and
+    the `mask` fields of their payloads masked; the SQL then needs a connection
+    :meth:`KeyDigest.install` ran on.
     """
     files = ([snapshot] if snapshot is not None else []) + list(commits)
     if not files:
         return None
     file_list = ", ".join(f"'{_sql_str(p.as_posix())}'" for p in files)
     cols = ", ".join(f'"{c}"' for c in columns)
-    cols = ", ".join(f'"{c}"' for c in columns)
+    wanted = set(digest)
+    digested = [i for i, p in enumerate(files) if p in wanted]
     if snapshot is not None and not commits:
         # A snapshot alone is already one row per pk (compaction wrote it): no fold.
         where = "" if include_deleted else "WHERE status <> 'deleted'"
+        if digested:
+            migrated = {"pk": KeyDigest.sql("pk"), "payload": _masked_payload_sql(mask)}
+            cols = ", ".join(f'{migrated.get(c, _q(c))} AS "{c}"' for c in columns)
         return f"SELECT {cols} FROM read_parquet('{_sql_str(snapshot.as_posix())}') {where}"
     # file_index is DuckDB's position of the file in the list: later files win.
     keep = "" if include_deleted else "AND status <> 'deleted'"
+    rows = "*"
+    if digested:
+        which = f"file_index IN ({', '.join(str(i) for i in digested)})"
+        pk = f"CASE WHEN {which} THEN {KeyDigest.sql('pk')} ELSE pk END AS pk"
+        payload = f"CASE WHEN {which} THEN {_masked_payload_sql(mask)} ELSE payload END AS payload"
+        rows = f"* REPLACE ({pk}, {payload})"
     return f"""
         SELECT {cols} FROM (
             SELECT *, row_number() OVER (
                 PARTITION BY pk ORDER BY file_index DESC, file_row_number DESC
             ) AS __rn
             FROM (
-                SELECT *, file_index
+                SELECT {rows}, file_index
                 FROM read_parquet([{file_list}], file_row_number = true, union_by_name = true)
             )
         ) WHERE __rn = 1 {keep}
@@ -589,12 +1036,18 @@ def fold_sql(
 
 
 __all__ = [
+    "KEY_SALT_NAME",
+    "PK_FORM_KEY",
     "STATE_COLUMNS",
+    "STATE_KEY_COLUMN",
     "STATE_SCHEMA",
     "STATUSES",
+    "KeyDigest",
     "StateError",
     "StateStore",
     "empty_state",
     "fold_sql",
+    "is_digest",
     "normalize_state",
+    "state_keys",
 ]

@@ -52,6 +52,13 @@ class SyncSummary:
     # told yet whether their create landed (never sent again blindly; OUTCOME_UNKNOWN).
     reconciled: int = 0
     unconfirmed: int = 0
+    # Where the sent plan came from: "warehouse" (made by this step's own query) or
+    # "staged" (the plan an earlier step of the same run made and staged).
+    plan_source: str = "warehouse"
+    # Rows refused because their parent record is missing while the parent model had not
+    # landed every row: left pending (counted in `retried`), not rejected; and why.
+    held: int = 0
+    held_reasons: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

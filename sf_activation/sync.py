@@ -16,21 +16,29 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sf_activation import synced_under
+from sf_activation import staged_plan, synced_under
 from sf_activation.config import Settings
 from sf_activation.diff import Plan, check_delete_rate, plan_changes
 from sf_activation.in_flight import InFlight
 from sf_activation.insert_baseline import check_insert_baseline
 from sf_activation.interrupts import SyncInterrupted, stop_on_signals
-from sf_activation.lease import ModelLease
+from sf_activation.lease import LeaseHeld, ModelLease, ObjectBusy
 from sf_activation.ledger import LedgerTracker, SendLedger
-from sf_activation.models import ModelSpec, check_columns
+from sf_activation.models import ModelError, ModelSpec, check_columns, load_models_isolated
+from sf_activation.parents import (
+    HELD_FOR_PARENT,
+    ParentHold,
+    parent_models,
+    relationship_object,
+)
 from sf_activation.reconcile import LedgerPass
 from sf_activation.rejects import RejectSink, check_rejects_writable, mask_redacted
 from sf_activation.salesforce.client import SalesforceClient
@@ -65,9 +73,10 @@ ProgressCallback = Callable[[str, int, int], None]
 
 META_COLUMNS = ("__pk", "__hash", "__sf_id", "__class", "__error_code", "__error_message")
 SEND_BATCH_ROWS = 10_000  # rows handed to the client at a time (bounded memory)
-# DuckDB's memory while sending and compacting state (planning uses 1 GB): the plan and the
-# state are on disk and read sequentially, so a small buffer pool costs little time.
-SEND_PHASE_DUCKDB_MEMORY = "256MB"
+
+
+class MemoryLimitReached(RuntimeError):
+    """DuckDB could not stay within the configured memory (one line: which setting)."""
 
 
 class AccountingError(RuntimeError):
@@ -94,6 +103,8 @@ class SyncRun:
         allow_reinsert: bool = False,
         progress: ProgressCallback | None = None,
         work_dir: Path | None = None,
+        use_staged_plan: bool = False,
+        parents: dict[str, list[str]] | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
@@ -103,9 +114,24 @@ class SyncRun:
         self.allow_deletes = allow_deletes or settings.allow_deletes
         self.allow_reinsert = allow_reinsert or settings.allow_reinsert
         self.progress = progress or (lambda phase, done, total: None)
+        # Send the plan `stage()` left for this run id, when it still holds (Dagster).
+        self.use_staged_plan = use_staged_plan
+        # Parent object -> the models creating its records (`parents.parent_models`); read
+        # from the models directory when not given, the first time a parent is missing.
+        self._parents = parents
+        self._hold: ParentHold | None = None
+        self._held_reasons: dict[str, int] = {}
         self._own_work_dir = work_dir is None
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix=f"sf-activation-{spec.name}-"))
-        self.state = StateStore(settings.state_url, spec.name, run_id=self.run_id)
+        # A redacted primary key is kept in state as a digest only (state.KeyDigest).
+        self.state = StateStore(
+            settings.state_url,
+            spec.name,
+            run_id=self.run_id,
+            redact_key=spec.primary_key_redacted,
+            redact=spec.redact,
+            state_key=settings.state_key,
+        )
         self.summary = SyncSummary(
             model=spec.name,
             object=spec.object,
@@ -123,6 +149,49 @@ class SyncRun:
 
     # ---------------------------------------------------------------- plan
     def plan(self) -> Plan:
+        """This run's plan: made here, from the warehouse."""
+        return self._use_plan(self._make_plan())
+
+    def _use_plan(self, plan: Plan, transport: str | None = None) -> Plan:
+        """Fill the summary from the plan and refuse it when it breaks a guard."""
+        spec = self.spec
+        counts = plan.counts
+        for name in ("rows", "invalid", "added", "changed", "unchanged", "pending", "removed"):
+            setattr(self.summary, name, int(counts.get(name, 0)))
+        if spec.operation != "mirror":
+            self.summary.removed = 0
+        # Samples reach terminals, JSON summaries and the Dagster UI: PII stays masked.
+        masked = set(spec.redact) | ({"pk"} if spec.primary_key_redacted else set())
+        self.summary.sample_changes = mask_redacted(plan.sample_changes(5), masked)
+        accounted = sum(
+            self.summary.__dict__[k]
+            for k in ("invalid", "added", "changed", "unchanged", "pending")
+        )
+        if accounted != self.summary.rows:
+            raise AccountingError(
+                f"{spec.name}: plan classified {accounted} of {self.summary.rows} rows"
+            )
+        if spec.operation == "mirror":
+            check_delete_rate(
+                plan,
+                max_delete_rate=spec.max_delete_rate,
+                model=spec.name,
+                allow_deletes=self.allow_deletes,
+                model_path=spec.display_path,
+                mask_keys=spec.primary_key_redacted,
+            )
+        to_send = self.summary.added + self.summary.changed + self.summary.pending
+        if self.full_resync:
+            to_send += self.summary.unchanged
+        self.summary.transport = transport or choose_transport(
+            to_send, spec.transport, spec.bulk_threshold
+        )
+        plan.limit_memory(self.settings.send_memory)
+        self._plan = plan
+        return plan
+
+    def _check_synced_under(self) -> None:
+        """Refuse a model whose identity changed; a change of `nulls:` re-sends every row."""
         spec = self.spec
         if synced_under.check(spec, synced_under.read(self.state), self.state):
             if not self.full_resync:
@@ -132,6 +201,12 @@ class SyncRun:
                     spec.name,
                 )
             self.full_resync = self.summary.full_resync = True
+
+    def _make_plan(self) -> Plan:
+        """Query the warehouse and diff against the state (describe validates the mapping
+        first)."""
+        spec = self.spec
+        self._check_synced_under()
         describe = self.client.describe(spec.object)
         validate_mapping(
             model=spec.name,
@@ -163,6 +238,7 @@ class SyncRun:
                 self.state,
                 full_resync=self.full_resync,
                 work_dir=self.work_dir,
+                memory_limit=self.settings.plan_memory,
                 detect_removed=spec.operation == "mirror",
                 schema=output_schema(spec.fields, describe),
                 match_field=self._match_field(),
@@ -174,37 +250,6 @@ class SyncRun:
                     if (field := describe.field(name)) is not None and field.type == "multipicklist"
                 ],
             )
-        counts = plan.counts
-        for name in ("rows", "invalid", "added", "changed", "unchanged", "pending", "removed"):
-            setattr(self.summary, name, int(counts.get(name, 0)))
-        if spec.operation != "mirror":
-            self.summary.removed = 0
-        # Samples reach terminals, JSON summaries and the Dagster UI: PII stays masked.
-        masked = set(spec.redact) | ({"pk"} if spec.primary_key_redacted else set())
-        self.summary.sample_changes = mask_redacted(plan.sample_changes(5), masked)
-        accounted = sum(
-            self.summary.__dict__[k]
-            for k in ("invalid", "added", "changed", "unchanged", "pending")
-        )
-        if accounted != self.summary.rows:
-            raise AccountingError(
-                f"{spec.name}: plan classified {accounted} of {self.summary.rows} rows"
-            )
-        if spec.operation == "mirror":
-            check_delete_rate(
-                plan,
-                max_delete_rate=spec.max_delete_rate,
-                model=spec.name,
-                allow_deletes=self.allow_deletes,
-                model_path=spec.display_path,
-                mask_keys=spec.primary_key_redacted,
-            )
-        to_send = self.summary.added + self.summary.changed + self.summary.pending
-        if self.full_resync:
-            to_send += self.summary.unchanged
-        self.summary.transport = choose_transport(to_send, spec.transport, spec.bulk_threshold)
-        plan.limit_memory(SEND_PHASE_DUCKDB_MEMORY)
-        self._plan = plan
         return plan
 
     def _match_field(self) -> str | None:
@@ -216,10 +261,77 @@ class SyncRun:
             return spec.external_id
         return None
 
+    @contextmanager
+    def _memory_errors(self) -> Iterator[None]:
+        """DuckDB's multi-line OutOfMemory error as one line naming the setting to raise."""
+        try:
+            yield
+        except duckdb.OutOfMemoryException as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+            raise MemoryLimitReached(
+                f"{self.spec.name}: DuckDB ran out of memory ({first}); raise "
+                f"SF_ACTIVATION_PLAN_MEMORY (now {self.settings.plan_memory}) or "
+                f"SF_ACTIVATION_SEND_MEMORY (now {self.settings.send_memory}); beyond them "
+                "DuckDB spills to the run's work directory, so give it disk too"
+            ) from exc
+
+    def stage(self) -> SyncSummary:
+        """Plan and stage the plan for this run's send step (`staged_plan`), sending
+        nothing. What `warehouse/<model>` does in Dagster.
+
+        A model with `redact:` values is only planned: the plan file holds its values in
+        clear, and nothing redacted is kept beside the state."""
+        if self.spec.redact or self.spec.primary_key_redacted:
+            return self.dry_run()
+        start = time.monotonic()
+        try:
+            version = self.state.version()  # before reading: a commit during the plan shows
+            with self._memory_errors():
+                plan = self.plan()
+            info = staged_plan.StagedPlanInfo(
+                run_id=self.run_id,
+                model_digest=staged_plan.model_digest(self.spec),
+                state_version=version,
+                full_resync=self.full_resync,
+                fields=plan.fields,
+                counts=plan.counts,
+                insert_only=plan.insert_only,
+                redact=plan.redact,
+                decimals=plan.decimals,
+                transport=self.summary.transport,
+            )
+            where = staged_plan.stage(plan, info, self.state)
+            log.info("%s: plan staged in %s", self.spec.name, where)
+        finally:
+            self._cleanup()
+        self.summary.dry_run = True
+        self.summary.api_calls = self.client.api_calls - self._api_calls_at_start
+        self.summary.duration_s = round(time.monotonic() - start, 3)
+        return self.summary
+
+    def _staged(self) -> Plan | None:
+        """The plan this run's warehouse step staged, when it still holds (else None)."""
+        if not self.use_staged_plan:
+            return None
+        self._check_synced_under()
+        adopted = staged_plan.adopt(
+            self.state,
+            run_id=self.run_id,
+            spec=self.spec,
+            full_resync=self.full_resync,
+            work_dir=self.work_dir,
+        )
+        if adopted is None:
+            return None
+        plan, info = adopted
+        self.summary.plan_source = "staged"
+        return self._use_plan(plan, transport=info.transport)
+
     def dry_run(self) -> SyncSummary:
         start = time.monotonic()
         try:
-            self.plan()
+            with self._memory_errors():
+                self.plan()
         finally:
             self._cleanup()
         self.summary.dry_run = True
@@ -238,13 +350,17 @@ class SyncRun:
             self._preflight()
             with self._lease(), stop_on_signals(self.stop, self.spec.name) as signals:
                 self._log_takeover()
-                self._run(signals)
+                with self._memory_errors():
+                    self._run(signals)
             if signals:
                 raise SyncInterrupted(self._interrupted_message(signals[0]), signals[0])
         finally:
             self.summary.api_calls = self.client.api_calls - self._api_calls_at_start
             self.summary.duration_s = round(time.monotonic() - start, 3)
             self._cleanup()
+            if self.use_staged_plan:
+                # Sent, or re-planned here: a step retried later plans for itself.
+                staged_plan.discard(self.state, self.run_id)
         return self.summary
 
     def _lease(self) -> ModelLease:
@@ -260,6 +376,35 @@ class SyncRun:
             ),
         )  # fmt: skip
         return self._active_lease
+
+    @contextmanager
+    def _object_lease(self) -> Iterator[None]:
+        """While this run sends, no other model's run sends to the same object: their
+        writes would contend for the same records' (and parents') locks. Waits up to
+        `object_wait_s` for the other send, then refuses with one line (ObjectBusy)."""
+        obj = self.spec.object
+        lease = ModelLease(
+            self.settings.state_url,
+            object_lease_name(obj),
+            self.run_id,
+            ttl_s=self.settings.lease_ttl_s,
+            wait_s=self.settings.object_wait_s,
+            poll_s=0.5,
+            on_wait=lambda holder, waited: log.info(
+                "%s: waiting for run %s, which is sending to %s (%.0f s)",
+                self.spec.name, holder.run_id if holder else "?", obj, waited,
+            ),
+        )  # fmt: skip
+        try:
+            lease.acquire()
+        except LeaseHeld as exc:
+            raise ObjectBusy(
+                self.spec.name, obj, exc.holder, wait_s=exc.wait_s, waited_s=exc.waited_s
+            ) from None
+        try:
+            yield
+        finally:
+            lease.release()
 
     def _log_takeover(self) -> None:
         previous = self._active_lease.taken_over if self._active_lease else None
@@ -309,20 +454,21 @@ class SyncRun:
         try:
             if ledger_pass.run(self.ledger.ledger.entries(), this_run=False):
                 self._cleanup_plan()  # state changed under a plan made earlier
-            plan = self._plan or self.plan()
+            plan = self._plan or self._staged() or self.plan()
             if not self.allow_reinsert:
                 check_insert_baseline(
                     self.spec, plan, self.client, state_url=self.settings.state_url
                 )
             self._reject_invalid(plan, sink)
-            cpu_at_send, wall_at_send = time.process_time(), time.monotonic()
-            self._send_changes(plan, settler, ledger_pass)
-            unknown = [e for e in self.ledger.ledger.entries() if e.name in self.ledger.unknown]
-            ledger_pass.run(unknown, this_run=True)
-            self.summary.send_cpu_s = round(time.process_time() - cpu_at_send, 3)
-            self.summary.send_s = round(time.monotonic() - wall_at_send, 3)
-            if self.spec.operation == "mirror" and not self.stop.is_set():
-                self._delete_removed(plan, settler)
+            with self._object_lease():
+                cpu_at_send, wall_at_send = time.process_time(), time.monotonic()
+                self._send_changes(plan, settler, ledger_pass)
+                unknown = [e for e in self.ledger.ledger.entries() if e.name in self.ledger.unknown]
+                ledger_pass.run(unknown, this_run=True)
+                self.summary.send_cpu_s = round(time.process_time() - cpu_at_send, 3)
+                self.summary.send_s = round(time.monotonic() - wall_at_send, 3)
+                if self.spec.operation == "mirror" and not self.stop.is_set():
+                    self._delete_removed(plan, settler)
             ledger_pass.explain(sink)
             # Rejects are published before the state is compacted: if the store cannot be
             # written the run fails, and the rejected rows stay pending for the next run.
@@ -332,7 +478,7 @@ class SyncRun:
         # The plan is done with: free its buffers before folding the state.
         self._cleanup_plan()
         if not signals:  # an interrupted run leaves quickly; its commits are durable
-            self.state.compact(work_dir=self.work_dir, memory_limit=SEND_PHASE_DUCKDB_MEMORY)
+            self.state.compact(work_dir=self.work_dir, memory_limit=self.settings.send_memory)
         if not self.stop.is_set():
             synced_under.write(self.state, self.spec)
         self.summary.rejected = (
@@ -343,6 +489,10 @@ class SyncRun:
         if self.stop.is_set() and not self.summary.stopped_reason:
             self.summary.stopped_reason = self.stop.reason
         self.summary.stopped = self.stop.kind
+        for reason, count in sorted(self._held_reasons.items()):
+            log.warning("%s: %d rows held until their parent lands (%s); sent again next run",
+                        self.spec.name, count, reason)  # fmt: skip
+        self.summary.held_reasons = dict(self._held_reasons)
         self._check_accounting()
 
     def _interrupted_message(self, signum: int) -> str:
@@ -389,10 +539,46 @@ class SyncRun:
 
     # The send path is shared by every operation; only the request and the rows differ.
     def _send_changes(self, plan: Plan, settler: Settler, ledger_pass: LedgerPass) -> None:
+        """Every row to send; with a self-referencing lookup, in waves by depth (parents
+        confirmed by Salesforce before their children go out)."""
+        waves = self._self_lookup_waves(plan)
+        if waves == 1:
+            self._send_wave(plan, settler, ledger_pass, None)
+            return
+        log.info("%s: %d waves of parents before children (%s)", self.spec.name, waves,
+                 self._self_lookup()[0])  # fmt: skip
+        for wave in range(waves):
+            if self.stop.is_set():
+                break  # the later waves' rows are simply pending
+            self._send_wave(plan, settler, ledger_pass, wave)
+
+    def _self_lookup(self) -> tuple[str, str] | None:
+        """(lookup field, key field) of a lookup to this model's own object by a field the
+        model writes (`Parent.External_Id__c` with `External_Id__c` mapped)."""
+        spec = self.spec
+        for target in spec.fields.values():
+            rel, _, key = target.partition(".")
+            if (
+                key
+                and relationship_object(spec, rel) == spec.object
+                and key in spec.fields.values()
+            ):
+                return target, key
+        return None
+
+    def _self_lookup_waves(self, plan: Plan) -> int:
+        found = self._self_lookup()
+        return plan.plan_waves(*found) if found is not None else 1
+
+    def _send_wave(
+        self, plan: Plan, settler: Settler, ledger_pass: LedgerPass, wave: int | None
+    ) -> None:
         spec = self.spec
         self._plan_fields = plan.fields
         lookups = [f for f in spec.fields.values() if "." in f]
-        batches: Iterable[pa.RecordBatch] = plan.iter_to_send(SEND_BATCH_ROWS, group_by=lookups)
+        batches: Iterable[pa.RecordBatch] = plan.iter_to_send(
+            SEND_BATCH_ROWS, group_by=lookups, wave=wave
+        )
         operation = spec.write_operation
         if operation == "insert":
             # Rows already created once (changed, or pending with an Id) are updated by their
@@ -400,7 +586,7 @@ class SyncRun:
             # on disk, so two passes cost a query each, not memory.
             creates = (ledger_pass.not_held(_without_recorded_id(b)) for b in batches)
             self._send("insert", creates, settler, external_id=None)
-            updates = plan.iter_to_send(SEND_BATCH_ROWS, group_by=lookups)
+            updates = plan.iter_to_send(SEND_BATCH_ROWS, group_by=lookups, wave=wave)
             fixed = _set_on_create_only(self.client.describe(spec.object), plan.fields)
             self._send(
                 "update",
@@ -448,6 +634,7 @@ class SyncRun:
 
         every_call = operation == "insert"
         deletes = operation == "delete"
+        has_lookups = any("." in f for f in self.spec.fields.values())
 
         def on_outcomes(outcomes: Outcomes) -> None:
             nonlocal done
@@ -455,6 +642,8 @@ class SyncRun:
             self.progress("send", done, total)
             if deletes:
                 outcomes = already_deleted_as_done(outcomes)
+            elif has_lookups:
+                outcomes = self._hold_for_parents(outcomes)
             settler.settle(outcomes, in_flight, every_call=every_call)
 
         request = SendRequest(
@@ -480,6 +669,37 @@ class SyncRun:
         if report.stopped_reason and not self.summary.stopped_reason:
             self.summary.stopped_reason = report.stopped_reason
         return report
+
+    def _hold_for_parents(self, outcomes: Outcomes) -> Outcomes:
+        """Rows refused because their parent record is missing while the parent model has
+        not landed every row: left pending for the next run, not rejected (`parents`)."""
+        for i, ok in enumerate(outcomes.success):
+            if ok or outcomes.retryable[i]:
+                continue
+            code, message = outcomes.error_codes[i], outcomes.messages[i]
+            if code != "INVALID_FIELD" or not message or "Foreign key" not in message:
+                continue
+            reason = self._parent_hold().reason(code, message)
+            if reason is None:
+                continue
+            outcomes.retryable[i] = True
+            outcomes.error_codes[i] = HELD_FOR_PARENT
+            outcomes.messages[i] = f"held until its parent lands: {reason}"
+            self.summary.held += 1
+            self._held_reasons[reason] = self._held_reasons.get(reason, 0) + 1
+        return outcomes
+
+    def _parent_hold(self) -> ParentHold:
+        if self._hold is None:
+            parents = self._parents
+            if parents is None:
+                try:
+                    specs = load_models_isolated(self.settings.models_dir).specs
+                except ModelError:
+                    specs = {}
+                parents = parent_models(self.spec, specs)
+            self._hold = ParentHold(self.settings.state_url, parents)
+        return self._hold
 
     def _recorder(self, in_flight: InFlight, operation: str) -> Dispatch | None:
         """For creates, the ledger entry written before each call or Bulk upload."""
@@ -635,6 +855,12 @@ class SyncRun:
             yield batch
 
 
+def object_lease_name(object_name: str) -> str:
+    """The lease one object's sends share, beside the models' state: ``_object_<Object>``
+    (model names are lower-case by convention, so no model is named like it)."""
+    return f"_object_{object_name}"[:100]
+
+
 def _set_on_create_only(describe: Any, fields: list[str]) -> list[str]:
     """Fields an insert model may set when it creates a record but an update may not
     (createable, not updateable): its update pass for changed rows leaves them out."""
@@ -672,6 +898,11 @@ def _with_recorded_id(batch: pa.RecordBatch) -> pa.RecordBatch:
 def run_sync(spec: ModelSpec, settings: Settings, **options: Any) -> SyncSummary:
     """Plan and send one model; what `sf-activation sync` and the Dagster asset call."""
     return SyncRun(spec, settings, **options).execute()
+
+
+def stage_sync(spec: ModelSpec, settings: Settings, **options: Any) -> SyncSummary:
+    """Plan and stage the plan for the send step of the same run id (nothing sent)."""
+    return SyncRun(spec, settings, **options).stage()
 
 
 def plan_sync(spec: ModelSpec, settings: Settings, **options: Any) -> SyncSummary:

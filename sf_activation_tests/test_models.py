@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from sf_activation.models import ModelError, check_columns, load_model, load_models
+from sf_activation.models import (
+    ModelError,
+    check_columns,
+    load_model,
+    load_models,
+    load_models_isolated,
+)
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -76,6 +82,9 @@ def test_every_optional_key(tmp_path: Path) -> None:
     )
     spec = load_model(write(tmp_path, text))
     assert spec.transport == "bulk" and spec.schedule == "*/15 * * * *"
+    assert spec.schedule_status == "stopped"  # a schedule starts only when the file says so
+    running = load_model(write(tmp_path, text + "schedule_status: running\n"))
+    assert running.schedule_status == "running"
     assert spec.redact == ["Name"] and spec.concurrency == 4 and spec.nulls == "keep"
 
 
@@ -220,6 +229,21 @@ def test_partition_by_for_insert(tmp_path: Path) -> None:
             "accounts.yml: operation: ['upsert'] is not one of",
         ),
         ("fields:", "fields: [a, b]\nx_fields:", "accounts.yml: fields: "),
+        (
+            "fields:",
+            "schedule: '0 * * * *'\nschedule_status: on\nfields:",
+            "accounts.yml: schedule_status: True is not one of stopped, running (YAML reads on/off",
+        ),
+        (
+            "fields:",
+            "schedule: '0 * * * *'\nschedule_status: started\nfields:",
+            "accounts.yml: schedule_status: 'started' is not one of stopped, running",
+        ),
+        (
+            "fields:",
+            "schedule_status: running\nfields:",
+            "accounts.yml: schedule_status: 'running' needs a `schedule:` (cron) to run on",
+        ),
     ],
 )
 def test_model_errors_name_file_and_key(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -272,6 +296,34 @@ def test_load_models_collects_every_error(tmp_path: Path) -> None:
     assert any("model name 'accounts' is also defined by" in p for p in problems)
     with pytest.raises(ModelError, match="models directory not found"):
         load_models(tmp_path / "nope")
+
+
+def test_a_broken_model_file_is_its_own_models_error_and_the_others_load(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, GOOD, name="accounts")
+    write(tmp_path, GOOD, name="contacts")
+    write(tmp_path, edit(GOOD, "operation: upsert", "operation: upsret"), name="broken1")
+    write(tmp_path, GOOD, name="twice")
+    (tmp_path / "models" / "twice.yaml").write_text(GOOD)
+    write(tmp_path, GOOD, name="bad-name")
+
+    loaded = load_models_isolated(tmp_path / "models")
+
+    assert sorted(loaded.specs) == ["accounts", "contacts"]
+    assert sorted(loaded.errors) == ["bad-name", "broken1", "twice"]
+    # Each error is the one line the strict loader gives, naming the file and the key.
+    (line,) = loaded.errors["broken1"].problems
+    assert "models/broken1.yml: operation: 'upsret' is not one of" in line
+    # Two files of one name: an error of that name, and neither file's spec is used.
+    (twice,) = loaded.errors["twice"].problems
+    assert "models/twice.yml: model name 'twice' is also defined by " in twice
+    assert twice.endswith("models/twice.yaml; model names must be unique")
+    assert "models/bad-name.yml: model name 'bad-name'" in loaded.errors["bad-name"].problems[0]
+    # The strict loader (the CLI's) still refuses the directory with every line.
+    with pytest.raises(ModelError) as info:
+        load_models(tmp_path / "models")
+    assert info.value.problems == loaded.problems and len(loaded.problems) == 3
 
 
 def test_check_columns(tmp_path: Path) -> None:

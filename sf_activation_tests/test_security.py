@@ -187,8 +187,8 @@ def test_a_primary_key_that_maps_to_a_redacted_field_is_masked_wherever_shown(
     assert refused.returncode != 0 and "refusing to delete" in refused.stderr
     plan = ws.run("plan", "people", "--json", check=False)
     outputs = [first.stdout, first.stderr, refused.stdout, refused.stderr, plan.stdout]
-    # The state keeps the key itself (it is what the next run joins on), as the warehouse
-    # does; every reject file, summary, sample and message masks it.
+    # Every reject file, summary, sample and message masks it (the state keeps a keyed
+    # digest of it instead: test_redacted_key_state.py).
     files = [p for p in Path(ws.rejects_url).rglob("*") if p.is_file()]
     assert files
     blobs = outputs + [p.read_bytes().decode("utf-8", "replace") for p in files]

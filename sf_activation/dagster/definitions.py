@@ -5,7 +5,9 @@ a job and (with `schedule:`) a schedule. Adding a model never needs Python.
 or `[tool.dagster]` in pyproject.toml. What each piece shows in the UI: docs/dagster.md.
 """
 
+import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,17 +20,19 @@ from sf_activation.dagster.assets import (
     MODEL_TAG,
     SyncConfig,
     build_model_assets,
-    dbt_asset_key,
-    salesforce_key,
-    warehouse_key,
 )
 from sf_activation.dagster.dbt import AssetJob, SyncTarget, build_dbt_sensor
+from sf_activation.dagster.failures import broken_model_assets, load_error_line
 from sf_activation.dagster.partitions import partitions_for
 from sf_activation.dagster.resources import resources_from_env
-from sf_activation.models import ModelSpec, load_models
+from sf_activation.dagster.translator import SfActivationTranslator
+from sf_activation.models import ModelError, ModelSpec, load_models_isolated
+from sf_activation.parents import model_dependencies, parent_models
 
 ALL_JOB_NAME = "sync_all"
 AUTOMATION_SENSOR_NAME = "sf_activation_automation"
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SyncConfig",
@@ -60,10 +64,10 @@ def resolve_models_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(__file__).resolve().parents[2] / DEFAULT_MODELS_DIR
 
 
-def _model_job(spec: ModelSpec) -> AssetJob:
+def _model_job(spec: ModelSpec, keys: list[dg.AssetKey]) -> AssetJob:
     return dg.define_asset_job(
         job_name(spec.name),
-        selection=dg.AssetSelection.assets(warehouse_key(spec.name), salesforce_key(spec.name)),
+        selection=dg.AssetSelection.assets(*keys),
         description=f"Plan and sync model {spec.name} ({spec.operation} {spec.object}).",
         partitions_def=partitions_for(spec),
         # One run per model at a time (dagster.yaml limits this tag per value): two runs
@@ -72,18 +76,49 @@ def _model_job(spec: ModelSpec) -> AssetJob:
     )
 
 
+def _stand_in_name(name: str, taken: set[str]) -> str | None:
+    """The asset name a broken model file is shown under: its name, or for a file name
+    that is not a valid model name (`my-model.yml`) the nearest valid one, unless that
+    belongs to another model."""
+    candidate = re.sub(r"[^A-Za-z0-9_]", "_", name)[:100]
+    if not re.match(r"[A-Za-z_]", candidate):
+        candidate = f"_{candidate}"[:100]
+    return None if candidate in taken else candidate
+
+
+def _broken_model_job(name: str, error: ModelError, keys: list[dg.AssetKey]) -> AssetJob:
+    # Keeps `sync_<model>` launchable (a Launchpad bookmark, `dagster job launch`): it
+    # fails with the file's mistake instead of "job not found".
+    return dg.define_asset_job(
+        job_name(name),
+        selection=dg.AssetSelection.assets(*keys),
+        description=f"Model {name} cannot load: {load_error_line(error)}",
+        tags={MODEL_TAG: name},
+    )
+
+
 def _model_schedule(spec: ModelSpec, job: AssetJob) -> dg.ScheduleDefinition:
     assert spec.schedule is not None
     partitions_def = partitions_for(spec)
-    description = f"`schedule: {spec.schedule}` in {spec.display_path} (UTC)"
+    description = (
+        f"`schedule: {spec.schedule}` in {spec.display_path} (UTC); "
+        f"`schedule_status: {spec.schedule_status}`"
+    )
+    # Stopped unless the model file says `schedule_status: running`: a new deployment (or
+    # a fresh clone's `make dev`) starts no sync nobody asked for. A toggle in the UI
+    # overrides this default and is kept in the instance.
+    default_status = (
+        dg.DefaultScheduleStatus.RUNNING
+        if spec.schedule_status == "running"
+        else dg.DefaultScheduleStatus.STOPPED
+    )
     if partitions_def is None:
         return dg.ScheduleDefinition(
             name=schedule_name(spec.name),
             job=job,
             cron_schedule=spec.schedule,
             execution_timezone="UTC",
-            # The model file asks for the schedule: it runs without a click in the UI.
-            default_status=dg.DefaultScheduleStatus.RUNNING,
+            default_status=default_status,
             description=description,
         )
 
@@ -92,7 +127,7 @@ def _model_schedule(spec: ModelSpec, job: AssetJob) -> dg.ScheduleDefinition:
         job=job,
         cron_schedule=spec.schedule,
         execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+        default_status=default_status,
         description=description + "; syncs the latest complete window",
     )
     def _partitioned_schedule(
@@ -113,13 +148,22 @@ def build_definitions(
     declare_dbt_assets: bool = True,
     automation: bool = True,
     dbt_target_dir: str | None = None,
+    translator: SfActivationTranslator | None = None,
 ) -> dg.Definitions:
     """Everything Dagster shows for the models in `models_dir`.
 
+    `translator` names the assets, their groups and the dbt keys (default:
+    `SfActivationTranslator()`); jobs and sensors select the keys it gives.
+
     `declare_dbt_assets=False` when the dbt project is loaded into the same definitions
     with dagster-dbt (its assets then own the dbt keys the warehouse assets depend on).
+
+    A model file that does not load is logged as a warning and becomes two stand-in
+    assets (and its job) that show and fail with the file's mistake; the other models
+    load as usual. Only a missing models directory fails the whole code location.
     """
-    specs = load_models(Path(models_dir))
+    loaded = load_models_isolated(Path(models_dir))
+    specs = loaded.specs
     assets: list[Any] = []
     jobs: list[AssetJob] = []
     schedules: list[dg.ScheduleDefinition] = []
@@ -127,35 +171,66 @@ def build_definitions(
     unpartitioned: list[dg.AssetKey] = []
     automated: list[dg.AssetKey] = []
     dbt_models: dict[dg.AssetKey, list[str]] = {}
+    translator = translator if translator is not None else SfActivationTranslator()
+    groups: set[str] = set()
 
+    # Parents before children: a model whose lookups point at records another model
+    # creates syncs after it (sf_activation.parents).
+    after = model_dependencies(specs)
     for spec in specs.values():
-        wh_asset, sf_asset = build_model_assets(spec, automation=automation)
+        wh_asset, sf_asset = build_model_assets(
+            spec,
+            automation=automation,
+            parents=parent_models(spec, specs),
+            after=after.get(spec.name, []),
+            translator=translator,
+        )
         assets += [wh_asset, sf_asset]
-        job = _model_job(spec)
+        # The keys the translator gave, read back from the assets built with them.
+        model_keys = [wh_asset.key, sf_asset.key]
+        groups.update(wh_asset.group_names_by_key.values(), sf_asset.group_names_by_key.values())
+        job = _model_job(spec, model_keys)
         jobs.append(job)
         if spec.schedule:
             schedules.append(_model_schedule(spec, job))
         if spec.partition_by is None:
-            unpartitioned += [warehouse_key(spec.name), salesforce_key(spec.name)]
+            unpartitioned += model_keys
+        dbt_keys = tuple(translator.get_dbt_asset_key(name) for name in spec.dbt_models)
         if spec.dbt_models:
             targets.append(
-                SyncTarget(spec.name, job.name, tuple(spec.dbt_models), partitions_for(spec))
+                SyncTarget(
+                    spec.name,
+                    job.name,
+                    tuple(spec.dbt_models),
+                    partitions_for(spec),
+                    dbt_asset_keys=dbt_keys,
+                )
             )
             if automation:
-                automated += [warehouse_key(spec.name), salesforce_key(spec.name)]
-        for name in spec.dbt_models:
-            dbt_models.setdefault(dbt_asset_key(name), []).append(spec.name)
+                automated += model_keys
+        for key in dbt_keys:
+            dbt_models.setdefault(key, []).append(spec.name)
+
+    taken = set(specs)
+    for name, error in loaded.errors.items():
+        log.warning(
+            "%s (model %s is left out; the other models load)", load_error_line(error), name
+        )
+        stand_in = _stand_in_name(name, taken)
+        if stand_in is None:
+            continue  # no valid asset key to show it under; the warning is all there is
+        taken.add(stand_in)
+        stand_ins = broken_model_assets(stand_in, error, translator)
+        assets += stand_ins
+        stand_in_keys = [a.key for a in stand_ins]
+        jobs.append(_broken_model_job(stand_in, error, stand_in_keys))
+        # In `sync_all` too: a run meant to sync every model fails while one cannot load.
+        unpartitioned += stand_in_keys
 
     if declare_dbt_assets:
         # Built by dbt outside this code location; the sensor records their rebuilds.
         assets += [
-            dg.AssetSpec(
-                key,
-                group_name="dbt",
-                kinds={"dbt"},
-                description=f"dbt model read by {', '.join(readers)}; built outside Dagster",
-            )
-            for key, readers in dbt_models.items()
+            translator.get_dbt_asset_spec(key, readers) for key, readers in dbt_models.items()
         ]
 
     if unpartitioned:
@@ -192,5 +267,9 @@ def build_definitions(
         schedules=schedules,
         sensors=sensors,
         resources=dict(resources) if resources is not None else resources_from_env(),
-        metadata={"models_dir": str(models_dir), "group": GROUP_NAME},
+        metadata={
+            "models_dir": str(models_dir),
+            "group": ", ".join(sorted(groups)) or GROUP_NAME,
+            **({"load_errors": loaded.problems} if loaded.errors else {}),
+        },
     )

@@ -14,18 +14,36 @@ CHECK_NAME = "rejected_rows"
 SAMPLE_ROWS = 10
 
 
-def plan_metadata(spec: ModelSpec, summary: SyncSummary) -> dict[str, Any]:
-    """What `warehouse/<model>` shows: the model's rows and what a sync would do with them."""
+def planned_to_send(summary: SyncSummary) -> int:
+    """The rows the plan sends: added + changed + pending, and unchanged ones too on a full
+    resync (as the sync counts them when it chooses the transport)."""
     to_send = summary.added + summary.changed + summary.pending
+    if summary.full_resync:
+        to_send += summary.unchanged
+    return to_send
+
+
+def plan_counts(summary: SyncSummary) -> dict[str, Any]:
+    """How the plan classified the model's rows: the same names on `warehouse/<model>` and
+    `salesforce/<model>`, so the two can be read side by side. Every row is exactly one of
+    invalid, added, changed, unchanged, pending; `to_send` is what the run planned to send,
+    so `sent` on the sync adds up against it."""
     return {
-        "dagster/row_count": dg.MetadataValue.int(summary.rows),
         "added": dg.MetadataValue.int(summary.added),
         "changed": dg.MetadataValue.int(summary.changed),
         "removed": dg.MetadataValue.int(summary.removed),
         "invalid": dg.MetadataValue.int(summary.invalid),
         "unchanged": dg.MetadataValue.int(summary.unchanged),
         "pending": dg.MetadataValue.int(summary.pending),
-        "to_send": dg.MetadataValue.int(to_send),
+        "to_send": dg.MetadataValue.int(planned_to_send(summary)),
+    }
+
+
+def plan_metadata(spec: ModelSpec, summary: SyncSummary) -> dict[str, Any]:
+    """What `warehouse/<model>` shows: the model's rows and what a sync would do with them."""
+    return {
+        "dagster/row_count": dg.MetadataValue.int(summary.rows),
+        **plan_counts(summary),
         "transport": dg.MetadataValue.text(summary.transport),
         "sample_changes": dg.MetadataValue.json(
             mask_redacted(summary.sample_changes[:SAMPLE_ROWS], set(spec.redact))
@@ -50,11 +68,14 @@ def sync_metadata(summary: SyncSummary) -> dict[str, Any]:
         "full_resync": dg.MetadataValue.bool(summary.full_resync),
         "sync_run_id": dg.MetadataValue.text(summary.run_id),
         "rows": dg.MetadataValue.int(summary.rows),
-        "added": dg.MetadataValue.int(summary.added),
-        "changed": dg.MetadataValue.int(summary.changed),
-        "removed": dg.MetadataValue.int(summary.removed),
-        "invalid": dg.MetadataValue.int(summary.invalid),
+        **plan_counts(summary),
+        # "staged": the plan `warehouse/<model>` made in this run; "warehouse": planned here.
+        "plan_source": dg.MetadataValue.text(summary.plan_source),
+        # Children whose parent record had not landed yet: pending, not rejected.
+        "held": dg.MetadataValue.int(summary.held),
     }
+    if summary.held_reasons:
+        metadata["held_reasons"] = dg.MetadataValue.json(dict(summary.held_reasons))
     if summary.superseded:
         metadata["superseded"] = dg.MetadataValue.int(summary.superseded)
     if summary.reconciled:
@@ -83,17 +104,22 @@ REJECT_SAMPLE_SCHEMA = dg.TableSchema(
 )
 
 
-def reject_check_result(spec: ModelSpec, summary: SyncSummary) -> dg.AssetCheckResult:
-    """`rejected_rows`: WARN-severity pass at or below max_reject_rate, ERROR failure above.
+def reject_rate(spec: ModelSpec, summary: SyncSummary) -> tuple[int, int, float]:
+    """(rejected rows, rows they are a share of, rate) as `rejected_rows` judges them.
 
     The rate is the share of the model's rows (plus mirror deletes) that did not land,
     so a model with a few permanently bad rows does not fail on every quiet run.
     """
-    codes = dict(summary.reject_codes)
     # The reject file also holds failed mirror deletes, which `rejected` does not count.
-    count = max(sum(codes.values()), summary.rejected)
+    count = max(sum(summary.reject_codes.values()), summary.rejected)
     denominator = summary.rows + (summary.removed if spec.operation == "mirror" else 0)
-    rate = count / denominator if denominator else 0.0
+    return count, denominator, count / denominator if denominator else 0.0
+
+
+def reject_check_result(spec: ModelSpec, summary: SyncSummary) -> dg.AssetCheckResult:
+    """`rejected_rows`: WARN-severity pass at or below max_reject_rate, ERROR failure above."""
+    codes = dict(summary.reject_codes)
+    count, _, rate = reject_rate(spec, summary)
     passed = rate <= spec.max_reject_rate
     sample = [
         dg.TableRecord(

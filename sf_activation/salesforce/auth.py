@@ -4,15 +4,18 @@ Flows (chosen by `SalesforceSettings.auth_flow`): a ready access token, OAuth re
 token, JWT bearer (private key file), client credentials (My Domain only) and password
 (OAuth password grant with a client id; SOAP login through simple-salesforce without one).
 
-simple-salesforce is used where it fits: it parses `Sforce-Limit-Info` and does the SOAP
-login. Its OAuth helpers are not used because they build `https://{domain}.salesforce.com`
-URLs themselves (no way to reach a My Domain with a custom host, a proxy or the local
-emulator) and have no refresh-token grant, so the token requests are written here.
+simple-salesforce is used where it fits: the SOAP login (imported by that flow alone:
+the package imports its whole client, zeep and httpx included, about 0.3 s). Its OAuth
+helpers are not used because they build `https://{domain}.salesforce.com` URLs themselves
+(no way to reach a My Domain with a custom host, a proxy or the local emulator) and have
+no refresh-token grant, so the token requests are written here; `Sforce-Limit-Info`, read
+on every answer, is parsed here as simple-salesforce parses it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -21,14 +24,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import jwt
 import requests
 import urllib3
 from pydantic import BaseModel, ConfigDict, SecretStr
 from requests.adapters import HTTPAdapter
-from simple_salesforce import Salesforce as _SimpleSalesforce
-from simple_salesforce.exceptions import SalesforceAuthenticationFailed
-from simple_salesforce.login import soap_login
 
 from sf_activation.config import SalesforceSettings
 from sf_activation.salesforce.errors import (
@@ -60,6 +59,16 @@ _NOT_SENT_ERRORS = (
     urllib3.exceptions.NameResolutionError,
     ConnectionRefusedError,
 )
+
+
+# simple_salesforce.Salesforce.parse_api_usage's pattern for the daily usage, verbatim.
+_API_USAGE = re.compile(r"[^-]?api-usage=(?P<used>\d+)/(?P<tot>\d+)")
+
+
+def _parse_api_usage(header: str) -> tuple[int, int] | None:
+    """(used, total) from a `Sforce-Limit-Info` header such as `api-usage=18/5000`."""
+    m = _API_USAGE.match(header)
+    return (int(m.group("used")), int(m.group("tot"))) if m else None
 
 
 def _failure_text(exc: BaseException) -> str:
@@ -214,14 +223,15 @@ class SalesforceSession:
     def _record_usage(self, response: ApiResponse) -> None:
         """Take the usage header of an answer and release its in-flight reservation."""
         header = response.headers.get("Sforce-Limit-Info")
-        parsed = _SimpleSalesforce.parse_api_usage(header).get("api-usage") if header else None
+        parsed = _parse_api_usage(header) if header else None
         with self._lock:
             self._in_flight -= 1
             if parsed is None:
                 return
+            used, total = parsed
             # Answers arrive out of order under concurrency: the highest count is newest.
-            if self._usage is None or parsed.used >= self._usage.used:
-                self._usage = ApiUsage(used=parsed.used, total=parsed.total)
+            if self._usage is None or used >= self._usage.used:
+                self._usage = ApiUsage(used=used, total=total)
 
     # -- authentication ------------------------------------------------------------------
 
@@ -275,6 +285,8 @@ class SalesforceSession:
                 "aud": login,
                 "exp": int(time.time()) + 180,
             }
+            import jwt  # with cryptography, ~0.1 s: only this flow signs anything
+
             try:
                 assertion = jwt.encode(claims, key, algorithm="RS256")
             except Exception as exc:  # a malformed key: never echo its content
@@ -381,6 +393,10 @@ class SalesforceSession:
 </env:Envelope>"""
         headers = {"content-type": "text/xml", "charset": "UTF-8", "SOAPAction": "login"}
         url = f"{login}/services/Soap/u/{self.api_version}"
+        # Only this flow needs simple-salesforce (see the module docstring).
+        from simple_salesforce.exceptions import SalesforceAuthenticationFailed
+        from simple_salesforce.login import soap_login
+
         try:
             session_id, host = soap_login(url, body, headers, self._proxies_for(url), self.http)
         except SalesforceAuthenticationFailed as exc:

@@ -83,7 +83,9 @@ BOOL = "bool"  # `true` / `TRUE`
 _NUMBER_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _WHOLE_NUMBER_RE = r"^[+-]?\d{1,18}(\.0*)?$"  # exactly an int64, no float in between
 _PLAIN_DECIMAL_RE = r"^[+-]?(\d+\.?\d*|\.\d+)$"
-_NULL_TEXT = pa.scalar(None, pa.string())
+# Not pa.scalar(None, ...): pyarrow's scalar() and array() first ask whether their argument
+# is a pandas object, and asking imports pandas (0.5 s), here at import time.
+_NULL_TEXT = pa.nulls(1, pa.string())[0]
 
 
 def _number_values(text: pa.Array) -> pa.Array:

@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pyarrow as pa
-from simple_salesforce.format import format_soql
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from sf_activation.config import SalesforceSettings
@@ -28,6 +27,7 @@ from sf_activation.salesforce.outcomes import (
     StopSignal,
 )
 from sf_activation.salesforce.payload import PayloadLayout
+from sf_activation.salesforce.soql import format_soql
 
 log = logging.getLogger(__name__)
 

@@ -4,13 +4,21 @@ the re-batching that keeps every batch the same size."""
 from __future__ import annotations
 
 import re
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from types import TracebackType
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+
+# Not `make_url`: SQLAlchemy costs 0.3 s to import and a DuckDB URL does not need it.
+from sf_activation.warehouse.pandas_probe import restore_for
+from sf_activation.warehouse.url import parse_url
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from sf_activation.warehouse.url import WarehouseURL
 
 DEFAULT_BATCH_ROWS = 50_000
 
@@ -56,7 +64,7 @@ def one_line(text: str) -> str:
 class _Secrets:
     """The URL as it may be shown, and the secret strings that must never be shown."""
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: WarehouseURL) -> None:
         values: list[str] = []
         if url.password:
             values.append(str(url.password))
@@ -137,6 +145,7 @@ class Rebatcher:
                     typ = pa.int64()
                 fields.append(pa.field(name, typ, nullable=True))
             self.schema = pa.schema(fields)
+            restore_for(self.schema)  # before any of the stream's values reach Python
         if batch.schema.names != self.schema.names:
             batch = batch.rename_columns(self.schema.names)
         if not batch.schema.equals(self.schema, check_metadata=False):
@@ -198,7 +207,7 @@ class Rebatcher:
 class Warehouse(ABC):
     """A readable warehouse. Use as a context manager or call `close()`."""
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: WarehouseURL) -> None:
         self._url = url
         self._secrets = _Secrets(url)
 
@@ -211,8 +220,8 @@ class Warehouse(ABC):
     def from_url(url: str) -> Warehouse:
         """A reader for `url` (a SQLAlchemy URL; see docs/warehouses.md)."""
         try:
-            parsed = make_url(url)
-        except (ArgumentError, ValueError) as exc:
+            parsed = parse_url(url)
+        except _url_errors() as exc:
             # The raw text may hold a password: show only its scheme.
             scheme = url.split(":", 1)[0] if ":" in url else "?"
             raise WarehouseError(
@@ -271,6 +280,14 @@ class Warehouse(ABC):
     def _check_batch_rows(batch_rows: int) -> None:
         if not isinstance(batch_rows, int) or batch_rows < 1:
             raise WarehouseError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+
+
+def _url_errors() -> tuple[type[Exception], ...]:
+    """What `parse_url` raises for a bad URL: ValueError, and SQLAlchemy's ArgumentError
+    when it parsed the URL (then it is imported; looked up, not imported, so that
+    catching costs nothing for a DuckDB URL)."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return (ValueError,) if sa_exc is None else (ValueError, sa_exc.ArgumentError)
 
 
 def _exception_text(exc: BaseException) -> str:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from sqlalchemy.engine import URL
 
 from sf_activation.warehouse.base import (
     BIGQUERY_ENDPOINT_ENV,
@@ -18,6 +17,9 @@ from sf_activation.warehouse.base import (
     check_names,
     strip_sql,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 # --------------------------------------------------------------------------- BigQuery
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from sqlalchemy.engine import URL
 
 from sf_activation.warehouse.base import (
     DEFAULT_BATCH_ROWS,
@@ -17,6 +16,9 @@ from sf_activation.warehouse.base import (
     check_names,
     strip_sql,
 )
+
+if TYPE_CHECKING:
+    from sf_activation.warehouse.url import WarehouseURL
 
 # --------------------------------------------------------------------------- DuckDB
 
@@ -29,7 +31,7 @@ class DuckDBWarehouse(Warehouse):
     or several read it: holding it open would lock out dbt between runs.
     """
 
-    def __init__(self, url: URL) -> None:
+    def __init__(self, url: WarehouseURL) -> None:
         super().__init__(url)
         self.path = url.database or ":memory:"
         flag = str(url.query.get("read_only", "true")).lower()

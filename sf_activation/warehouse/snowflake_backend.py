@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from sqlalchemy.engine import URL
 
 from sf_activation.warehouse.base import (
     DEFAULT_BATCH_ROWS,
@@ -19,6 +18,9 @@ from sf_activation.warehouse.base import (
     normalise_name,
     strip_sql,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 # --------------------------------------------------------------------------- Snowflake
 

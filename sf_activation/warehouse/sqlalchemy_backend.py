@@ -8,10 +8,9 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from sqlalchemy.engine import URL
 
 from sf_activation.warehouse.base import (
     DEFAULT_BATCH_ROWS,
@@ -23,6 +22,9 @@ from sf_activation.warehouse.base import (
     one_line,
     strip_sql,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 # --------------------------------------------------------------------------- SQLAlchemy
 
