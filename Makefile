@@ -66,24 +66,30 @@ format: install
 	$(BIN)/ruff format sf_activation sf_activation_tests bench
 	$(BIN)/ruff check --fix sf_activation sf_activation_tests bench
 
-emulator: install
+# A standalone emulator on https://127.0.0.1:8443 (needs only the package, like `make demo`).
+emulator: $(BIN)/.installed-base
 	$(BIN)/sf-activation emulator --port 8443
 
 clean:
 	rm -rf $(VENV) .sf_activation .pytest_cache .ruff_cache
 
-# The Dagster UI on http://127.0.0.1:3000 with the example models, syncing into the local
-# emulator (started here, stopped when `dagster dev` exits). Builds the demo warehouse first
-# if it is missing. Run history, schedule state and sensor cursors persist in .dagster_home
-# (instance settings copied from ./dagster.yaml).
-dev: install
-	@mkdir -p .sf_activation; rm -f .sf_activation/emulator.ready
-	@test -f .sf_activation/warehouse.duckdb || $(BIN)/python -c 'from pathlib import Path; from sf_activation.demo_data import build_demo_warehouse; build_demo_warehouse(Path(".sf_activation/warehouse.duckdb"))'
-	@$(BIN)/sf-activation emulator --port 0 --state .sf_activation/emulator/org.json --ready-file .sf_activation/emulator.ready & emulator=$$!; \
+# The Dagster UI on http://127.0.0.1:3000 with the example models, on what `make demo`
+# left: its warehouse, its emulator org, its sync state and rejects (all in DEMO_DIR, the
+# paths sf_activation/demo.py uses) and its Dagster runs in .dagster_home. The emulator is
+# started here on that org and stopped when `dagster dev` exits. Without a demo run first,
+# the demo warehouse is built and everything else starts empty.
+DEMO_DIR := .sf_activation/demo
+dev: $(BIN)/.installed-base
+	@mkdir -p $(DEMO_DIR); rm -f $(DEMO_DIR)/emulator-dev.ready
+	@test -f $(DEMO_DIR)/warehouse.duckdb || $(BIN)/python -c 'from pathlib import Path; from sf_activation.demo_data import build_demo_warehouse; build_demo_warehouse(Path("$(DEMO_DIR)/warehouse.duckdb"))'
+	@$(BIN)/sf-activation emulator --port 0 --state $(DEMO_DIR)/emulator-org.json --tls-dir $(DEMO_DIR)/emulator-tls --ready-file $(DEMO_DIR)/emulator-dev.ready & emulator=$$!; \
 	trap 'kill $$emulator 2>/dev/null' EXIT INT TERM; \
-	for _ in $$(seq 1 150); do test -s .sf_activation/emulator.ready && break; sleep 0.2; done; \
-	test -s .sf_activation/emulator.ready || { echo "emulator did not start"; exit 1; }; \
-	eval "$$($(BIN)/python -c 'import json, shlex; r = json.load(open(".sf_activation/emulator.ready")); names = {"instance_url": "SALESFORCE_INSTANCE_URL", "access_token": "SALESFORCE_ACCESS_TOKEN", "ca_bundle": "SALESFORCE_CA_BUNDLE"}; print(" ".join("export " + v + "=" + shlex.quote(str(r[k])) + ";" for k, v in names.items() if r.get(k)))')"; \
-	echo "emulator at $$SALESFORCE_INSTANCE_URL; starting dagster dev"; \
+	for _ in $$(seq 1 150); do test -s $(DEMO_DIR)/emulator-dev.ready && break; sleep 0.2; done; \
+	test -s $(DEMO_DIR)/emulator-dev.ready || { echo "emulator did not start"; exit 1; }; \
+	eval "$$($(BIN)/python -c 'import json, shlex; r = json.load(open("$(DEMO_DIR)/emulator-dev.ready")); names = {"instance_url": "SALESFORCE_INSTANCE_URL", "access_token": "SALESFORCE_ACCESS_TOKEN", "ca_bundle": "SALESFORCE_CA_BUNDLE"}; print(" ".join("export " + v + "=" + shlex.quote(str(r[k])) + ";" for k, v in names.items() if r.get(k)))')"; \
+	export SF_ACTIVATION_WAREHOUSE_URL="duckdb:///$$PWD/$(DEMO_DIR)/warehouse.duckdb"; \
+	export SF_ACTIVATION_STATE_URL="$$PWD/$(DEMO_DIR)/state" SF_ACTIVATION_REJECTS_URL="$$PWD/$(DEMO_DIR)/rejects"; \
+	export SF_ACTIVATION_MODELS_DIR="$$PWD/models"; \
+	echo "emulator at $$SALESFORCE_INSTANCE_URL (org $(DEMO_DIR)/emulator-org.json); state and rejects in $(DEMO_DIR); starting dagster dev"; \
 	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml; \
 	DAGSTER_HOME="$$PWD/.dagster_home" $(BIN)/dagster dev

@@ -64,6 +64,11 @@ def build_parser(*, with_emulator: bool = True) -> argparse.ArgumentParser:
         )
         sub.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
         sub.add_argument(
+            "--progress",
+            action="store_true",
+            help="print progress lines on stderr, also when it is not a terminal (logs, CI)",
+        )
+        sub.add_argument(
             "--allow-deletes",
             action="store_true",
             help="mirror: allow deleting more than the model's max_delete_rate",
@@ -93,6 +98,17 @@ def build_parser(*, with_emulator: bool = True) -> argparse.ArgumentParser:
     rejects.add_argument("--run", dest="run_id", help="run id (default: the latest run)")
     rejects.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
     rejects.add_argument("--json", action="store_true", help="print JSON Lines")
+
+    runs = commands.add_parser("runs", help="list a model's recent sync runs, newest first")
+    runs.add_argument("model", metavar="MODEL")
+    runs.add_argument("--limit", type=int, default=20, help="runs to show (default 20)")
+    runs.add_argument("--json", action="store_true", help="print one run record per line")
+
+    inspect = commands.add_parser("inspect", help="show the Salesforce requests of a run")
+    inspect.add_argument("model", metavar="MODEL")
+    inspect.add_argument("--run", dest="run_id", help="run id (default: the latest run)")
+    inspect.add_argument("--limit", type=int, default=200, help="requests to show (default 200)")
+    inspect.add_argument("--json", action="store_true", help="print the log's JSON Lines")
     return parser
 
 
@@ -135,23 +151,16 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     Console().print(table)
 
 
-def _progress_reporter() -> tuple[Any, Any]:
-    """A progress bar on a terminal; nothing when output is piped (cron, CI, Dagster)."""
+def _progress_reporter(lines: bool = False) -> tuple[Any, Any]:
+    """A progress bar on a terminal; with --progress, plain lines on stderr (a log, CI);
+    nothing otherwise when output is piped (cron, Dagster)."""
+    from sf_activation.cli_output import LineProgress, bar_progress
+
+    if lines:
+        return None, LineProgress()
     if not sys.stderr.isatty():
         return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True
-    )
-    tasks: dict[str, Any] = {}
-
-    def report(phase: str, done: int, total: int) -> None:
-        if phase not in tasks:
-            tasks[phase] = progress.add_task(phase, total=total or None)
-        progress.update(tasks[phase], completed=done, total=total or None)
-
-    return progress, report
+    return bar_progress()
 
 
 SUMMARY_ORDER = (
@@ -180,6 +189,8 @@ def _print_summary(summary: Any, verb: str) -> None:
     data = summary.to_dict()
     print(f"{verb} {data['model']} ({data['operation']} {data['object']}), run {data['run_id']}")
     print("  " + "  ".join(f"{k}={data[k]}" for k in SUMMARY_ORDER if k in data))
+    if data.get("set_if_empty_reads"):
+        print(f"  set_if_empty_reads={data['set_if_empty_reads']} (of api_calls)")
     for change in data.get("sample_changes") or []:
         print(f"  ~ {json.dumps(change, default=str, ensure_ascii=False)}")
     if data.get("reject_codes"):
@@ -213,7 +224,7 @@ def _cmd_plan_or_sync(args: argparse.Namespace, settings: Any) -> int:
     window = None
     if args.window is not None:
         spec, window = _spec_for_window(spec, args.window, settings)
-    progress, report = _progress_reporter()
+    progress, report = _progress_reporter(getattr(args, "progress", False))
     run = SyncRun(
         spec,
         settings,
@@ -222,11 +233,20 @@ def _cmd_plan_or_sync(args: argparse.Namespace, settings: Any) -> int:
         allow_reinsert=args.allow_reinsert,
         run_id=getattr(args, "run_id", None),
         progress=report,
+        trigger="cli",
     )
     if progress is not None:
         progress.start()
     try:
         summary = run.dry_run() if args.command == "plan" else run.execute()
+    except Exception as exc:
+        from sf_activation.cli_output import state_read_error
+
+        # A snapshot that is not Parquet: say where it is and the way out.
+        message = state_read_error(exc, spec.name, settings.state_url)
+        if message is None:
+            raise
+        raise CommandError(message, EXIT_FAILED) from exc
     finally:
         if progress is not None:
             progress.stop()
@@ -236,8 +256,14 @@ def _cmd_plan_or_sync(args: argparse.Namespace, settings: Any) -> int:
         if window is not None:
             data["window"] = str(window)
         print(json.dumps(data, default=str, ensure_ascii=False))
+    elif args.command == "plan":
+        from sf_activation.cli_output import print_plan
+
+        print_plan(summary.to_dict())
+        if window is not None:
+            print(f"  window: {window} (of {spec.partition_by.column})")
     else:
-        _print_summary(summary, "planned" if args.command == "plan" else "synced")
+        _print_summary(summary, "synced")
         if window is not None:
             print(f"  window: {window} (of {spec.partition_by.column})")
     if summary.stopped == "unreachable":
@@ -256,36 +282,63 @@ def _cmd_validate(args: argparse.Namespace, settings: Any) -> int:
     if args.json:
         print(json.dumps(results))
     else:
+        # One cause shared by several models (no credentials, an org that cannot be
+        # reached) is said once, naming them all, not once per model.
+        errors: dict[str, list[str]] = {}
         for result in results:
-            mark = "ok " if result["ok"] else "ERR"
-            print(f"{mark} {result['model']}: {result['message']}")
+            if not result["ok"]:
+                errors.setdefault(result["message"], []).append(result["model"])
+        said: set[str] = set()
+        for result in results:
+            if result["ok"]:
+                print(f"ok  {result['model']}: {result['message']}")
+            elif result["message"] not in said:
+                said.add(result["message"])
+                print(f"ERR {', '.join(errors[result['message']])}: {result['message']}")
     return EXIT_OK if all(r["ok"] for r in results) else EXIT_USAGE
 
 
 def _cmd_rejects(args: argparse.Namespace, settings: Any) -> int:
-    from sf_activation.rejects import read_rejects
+    from sf_activation.cli_output import print_rejects
+    from sf_activation.rejects import _read_lines, read_rejects
 
+    if args.limit < 0:
+        raise CommandError(f"--limit {args.limit}: give 0 or more rows", EXIT_USAGE)
     chosen, rows = read_rejects(settings.rejects_url, args.model, args.run_id, args.limit)
     if chosen is None:
+        model_file = Path(args.model)
+        if model_file.suffix not in (".yml", ".yaml"):
+            model_file = settings.models_dir / f"{args.model}.yml"
+        if not model_file.exists():
+            # A typo must not read as "nothing was rejected": like `plan`, one line, exit 2.
+            raise CommandError(f"no model {args.model!r}: {model_file} does not exist", EXIT_USAGE)
         print(f"no rejected rows recorded for {args.model}", file=sys.stderr)
         return EXIT_OK
     if args.json:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False))
         return EXIT_OK
+    # The file's rows are counted (not kept) so the table can say "2 of 5".
+    total = sum(1 for _ in _read_lines(chosen.url))
     print(f"{chosen.url} (run {chosen.run_id})")
-    table_rows = [
-        {
-            "primary_key": r.get("primary_key"),
-            "error_code": r.get("error_code"),
-            "message": (r.get("message") or "")[:100],
-            "fields": ",".join(r.get("fields") or []),
-            "attempts": r.get("attempts"),
-        }
-        for r in rows
-    ]
-    _print_table(table_rows, ["primary_key", "error_code", "message", "fields", "attempts"])
+    print_rejects(rows, total)
     return EXIT_OK
+
+
+def _cmd_runs(args: argparse.Namespace, settings: Any) -> int:
+    from sf_activation.run_history import print_runs
+
+    spec = _load_spec(args.model, settings)  # an unknown model: one line, exit 2
+    return print_runs(spec.name, settings, limit=args.limit, as_json=args.json)
+
+
+def _cmd_inspect(args: argparse.Namespace, settings: Any) -> int:
+    from sf_activation.inspector import print_requests
+
+    spec = _load_spec(args.model, settings)
+    return print_requests(
+        spec.name, settings, run_id=args.run_id, limit=args.limit, as_json=args.json
+    )
 
 
 def _describe_error(exc: BaseException) -> tuple[str, int]:
@@ -300,6 +353,10 @@ def _describe_error(exc: BaseException) -> tuple[str, int]:
 
     if isinstance(exc, CommandError):
         return str(exc), exc.exit_code
+    from sf_activation.config import SettingsError
+
+    if isinstance(exc, SettingsError):
+        return str(exc), EXIT_USAGE
     if isinstance(exc, ModelError | MappingError):
         return str(exc), EXIT_USAGE
     if isinstance(exc, DeleteRateExceeded):
@@ -343,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
             "plan": _cmd_plan_or_sync,
             "sync": _cmd_plan_or_sync,
             "rejects": _cmd_rejects,
+            "runs": _cmd_runs,
+            "inspect": _cmd_inspect,
         }
         return handlers[args.command](args, settings)
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""Settings read from the environment (the variables listed in DESIGN.md and the README)."""
+"""Settings read from the environment (the variables the README lists)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ DEFAULT_STATE_URL = ".sf_activation/state"
 DEFAULT_REJECTS_URL = ".sf_activation/rejects"
 DEFAULT_LOGIN_URL = "https://login.salesforce.com"
 DEFAULT_API_VERSION = "62.0"
+
+
+class SettingsError(ValueError):
+    """An environment variable that cannot work, in one line naming it and the form it
+    takes. A ValueError, so callers catching that keep working; the command prints it
+    without a class name and exits 2 (bad usage), before anything is read or sent."""
 
 
 class SalesforceSettings(BaseModel):
@@ -94,15 +100,20 @@ class SalesforceSettings(BaseModel):
             "api_version": get("SALESFORCE_API_VERSION") or DEFAULT_API_VERSION,
             "ca_bundle": get("SALESFORCE_CA_BUNDLE"),
         }
+        _check_api_version(values["api_version"])
+        _check_instance_url(values["instance_url"], "SALESFORCE_INSTANCE_URL")
         timeout = get("SALESFORCE_READ_TIMEOUT_S")
         if timeout is not None:
-            try:
-                values["read_timeout_s"] = float(timeout)
-            except ValueError:
-                raise ValueError(f"SALESFORCE_READ_TIMEOUT_S={timeout!r} is not a number") from None
+            values["read_timeout_s"] = _number(
+                get, "SALESFORCE_READ_TIMEOUT_S", 300.0, float, above=0.0
+            )
+        # Range-checked here: a share of 0 or below would stop every run before its first
+        # call and exit 0, a silent no-op on every schedule.
         share = get("SF_ACTIVATION_MAX_API_USAGE")
         if share is not None:
-            values["max_api_usage_share"] = float(share)
+            values["max_api_usage_share"] = _number(
+                get, "SF_ACTIVATION_MAX_API_USAGE", 0.8, float, above=0.0, at_most=1.0
+            )
         return cls(**{k: v for k, v in values.items() if v is not None})
 
 
@@ -132,6 +143,8 @@ class Settings(BaseModel):
     # Models writing one Salesforce object send one at a time (they contend for the same
     # records' and parents' locks): how long a send waits for another model's send.
     object_wait_s: float = Field(default=3600.0, ge=0)
+    # Days of per-run sync logs kept beside the state (0 keeps them all).
+    sync_log_days: int = Field(default=30, ge=0)
     # DuckDB's memory while planning, and while sending and folding the state (the plan
     # and the state are on disk and read in order). Beyond it DuckDB spills to the run's
     # work directory; a value in DuckDB's units ("512MB", "2GB").
@@ -143,6 +156,8 @@ class Settings(BaseModel):
     # Strengthens the digest a model whose primary key is redacted keeps in state instead
     # of the key (docs/internals.md); the same on every worker, never shown.
     state_key: SecretStr | None = None
+    # Days a run record and its request log are kept beside the state (`run_history`).
+    run_history_days: float = Field(default=30.0, gt=0)
     salesforce: SalesforceSettings = SalesforceSettings()
 
     @classmethod
@@ -163,16 +178,18 @@ class Settings(BaseModel):
             in ("1", "true", "yes"),
             allow_reinsert=(get("SF_ACTIVATION_ALLOW_REINSERT", "") or "").lower()
             in ("1", "true", "yes"),
-            commit_rows=_number(get, "SF_ACTIVATION_COMMIT_ROWS", 2000, int),
-            lease_wait_s=_number(get, "SF_ACTIVATION_LEASE_WAIT_S", 0.0, float),
-            lease_ttl_s=_number(get, "SF_ACTIVATION_LEASE_TTL_S", 120.0, float),
-            object_wait_s=_number(get, "SF_ACTIVATION_OBJECT_WAIT_S", 3600.0, float),
+            commit_rows=_number(get, "SF_ACTIVATION_COMMIT_ROWS", 2000, int, at_least=1),
+            lease_wait_s=_number(get, "SF_ACTIVATION_LEASE_WAIT_S", 0.0, float, at_least=0),
+            lease_ttl_s=_number(get, "SF_ACTIVATION_LEASE_TTL_S", 120.0, float, above=0),
+            object_wait_s=_number(get, "SF_ACTIVATION_OBJECT_WAIT_S", 3600.0, float, at_least=0),
+            sync_log_days=_number(get, "SF_ACTIVATION_SYNC_LOG_DAYS", 30, int, at_least=0),
             plan_memory=_memory(get, "SF_ACTIVATION_PLAN_MEMORY", "1GB"),
             send_memory=_memory(get, "SF_ACTIVATION_SEND_MEMORY", "512MB"),
             unknown_outcome_grace_s=_number(
-                get, "SF_ACTIVATION_UNKNOWN_OUTCOME_GRACE_S", 900.0, float
+                get, "SF_ACTIVATION_UNKNOWN_OUTCOME_GRACE_S", 900.0, float, at_least=0
             ),
             state_key=state_key_from_env(env),
+            run_history_days=_number(get, "SF_ACTIVATION_RUN_HISTORY_DAYS", 30.0, float),
             salesforce=SalesforceSettings.from_env(env),
         )
 
@@ -188,18 +205,81 @@ def state_key_from_env(environ: Mapping[str, str] | None = None) -> SecretStr | 
 def _memory(get: Callable[..., str | None], name: str, default: str) -> str:
     raw = (get(name) or default).strip().replace(" ", "")
     if not re.fullmatch(MEMORY_PATTERN, raw):
-        raise ValueError(
+        raise SettingsError(
             f"{name}={raw!r} is not a memory size: write it as DuckDB does, e.g. 512MB or 2GB "
             f"(default {default})"
         )
     return raw
 
 
-def _number(get: Callable[..., str | None], name: str, default: float, kind: type) -> Any:
+def _number(
+    get: Callable[..., str | None],
+    name: str,
+    default: float,
+    kind: type,
+    *,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+) -> Any:
+    """The variable as `kind`, range-checked at start-up: a value out of range fails the
+    command in one line naming the variable, rather than a run that quietly does nothing."""
     raw = get(name)
     if raw is None:
         return default
+    form = "a whole number" if kind is int else "a number"
+    bounds = []
+    if at_least is not None:
+        bounds.append(f">= {at_least:g}")
+    if above is not None:
+        bounds.append(f"> {above:g}")
+    if at_most is not None:
+        bounds.append(f"<= {at_most:g}")
+    expected = form + (f" {' and '.join(bounds)}" if bounds else "")
     try:
-        return kind(raw)
+        value = kind(raw.strip())
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number (default {default})") from None
+        raise SettingsError(
+            f"{name}={raw!r} is not {form}: expected {expected} (default {default:g})"
+        ) from None
+    if (
+        value != value  # NaN passes no comparison: refuse it like any value out of range
+        or (at_least is not None and value < at_least)
+        or (above is not None and value <= above)
+        or (at_most is not None and value > at_most)
+    ):
+        raise SettingsError(
+            f"{name}={raw!r} is out of range: expected {expected} (default {default:g})"
+        )
+    return value
+
+
+def _check_api_version(value: str) -> None:
+    """SALESFORCE_API_VERSION as `62.0` (or `v62.0`), said in one line before pydantic's
+    multi-line dump could."""
+    if not re.fullmatch(r"v?[0-9]+(\.[0-9]+)?", value):
+        raise SettingsError(
+            f"SALESFORCE_API_VERSION={value!r} is not an API version: expected a number "
+            f"such as {DEFAULT_API_VERSION} (default {DEFAULT_API_VERSION})"
+        )
+
+
+def _check_instance_url(value: str | None, name: str) -> None:
+    """The instance root (https://acme.my.salesforce.com): a URL copied with its REST path
+    (…/services/data/v62.0) would otherwise be read as an org without the model's object."""
+    if not value:
+        return
+    from urllib.parse import urlparse
+
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SettingsError(
+            f"{name}={value!r} is not a URL: expected the instance root, "
+            "e.g. https://acme.my.salesforce.com"
+        )
+    if parsed.path.rstrip("/") or parsed.query:
+        root = f"{parsed.scheme}://{parsed.netloc}"
+        raise SettingsError(
+            f"{name}={value!r} has a path: it should be the instance root ({root}), "
+            "without /services/data/…"
+        )

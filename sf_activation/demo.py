@@ -20,10 +20,14 @@ from sf_activation.demo_data import DemoSize, build_demo_warehouse, change_a_sli
 from sf_activation.emulator.process import emulator_process
 
 REPO = Path(__file__).resolve().parent.parent
+# `make dev` opens exactly these: the warehouse, the emulator's org (EMULATOR_ORG), the
+# sync state and rejects under DEMO_DIR, and the Dagster instance, so the UI shows the
+# demo's runs against the records and state they left. Keep the Makefile in step.
 DEMO_DIR = Path(".sf_activation/demo")
-DAGSTER_HOME = Path(".dagster_home")  # the same instance `make dev` opens
+EMULATOR_ORG = "emulator-org.json"
+DAGSTER_HOME = Path(".dagster_home")
 WHY_REJECTED = {
-    "INVALID_EMAIL_ADDRESS": "contacts whose email is not an address (made so on purpose)",
+    "INVALID_EMAIL_ADDRESS": "an email that is not an address (made so on purpose)",
     "REQUIRED_FIELD_MISSING": "an opportunity without a close date (CloseDate is required)",
     "DUPLICATE_PRIMARY_KEY": "a contact id that appears twice: neither row is sent",
     "NULL_PRIMARY_KEY": "rows without a primary key",
@@ -34,6 +38,11 @@ WHY_REJECTED = {
 class ModelResult:
     model: str
     rows: int = 0
+    # What the plan sent, by class: sent = added + changed + retried (rows an earlier run
+    # left pending or Salesforce refused, sent again).
+    added: int = 0
+    changed: int = 0
+    retried: int = 0
     sent: int = 0
     succeeded: int = 0
     rejected: int = 0
@@ -70,6 +79,9 @@ def run_all_models(label: str) -> list[ModelResult]:
         entry = results.setdefault(model, ModelResult(model))
         if side == "warehouse":
             entry.rows = int(meta.get("dagster/row_count", 0))
+            entry.added = int(meta.get("added", 0))
+            entry.changed = int(meta.get("changed", 0))
+            entry.retried = int(meta.get("pending", 0))
             entry.api_calls += int(meta.get("api_calls", 0))
         elif side == "salesforce":
             entry.sent = int(meta.get("sent", 0))
@@ -93,15 +105,28 @@ def run_all_models(label: str) -> list[ModelResult]:
 
 
 def print_table(results: list[ModelResult]) -> None:
-    header = f"{'model':<16}{'rows':>8}{'sent':>8}{'succeeded':>11}{'rejected':>10}"
-    header += f"{'API calls':>11}  {'transport':<10}{'time s':>7}"
+    header = f"{'model':<16}{'rows':>8}{'sent':>8}{'added':>8}{'changed':>9}{'retried':>9}"
+    header += f"{'succeeded':>11}{'rejected':>10}{'API calls':>11}  {'transport':<10}{'time s':>7}"
     print(header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.model:<16}{r.rows:>8,}{r.sent:>8,}{r.succeeded:>11,}{r.rejected:>10,}"
-            f"{r.api_calls:>11,}  {r.transport:<10}{r.seconds:>7.1f}"
+            f"{r.model:<16}{r.rows:>8,}{r.sent:>8,}{r.added:>8,}{r.changed:>9,}{r.retried:>9,}"
+            f"{r.succeeded:>11,}{r.rejected:>10,}{r.api_calls:>11,}  {r.transport:<10}"
+            f"{r.seconds:>7.1f}"
         )
+    print("sent = added + changed + retried (rows an earlier run could not land, sent again)")
+
+
+def reject_lines(results: list[ModelResult]) -> list[str]:
+    """One line per model and reason, so 3 contacts and 2 leads with a bad email read as
+    two lines naming their model, not one count of 5 called "contacts"."""
+    lines = []
+    for r in results:
+        for code, n in sorted((r.codes or {}).items()):
+            why = WHY_REJECTED.get(code, "see the reject file")
+            lines.append(f"  {r.model}: {code} ({n}): {why}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{n:,} {table}" for table, n in counts.items())
         + f" ({warehouse})"
     )
-    with emulator_process(work) as emulator:
+    # The org is kept in a file beside the state, so `make dev` reopens the same records.
+    with emulator_process(work, "--state", str(work / EMULATOR_ORG)) as emulator:
         os.environ.update(
             {
                 "SALESFORCE_INSTANCE_URL": emulator["instance_url"],
@@ -152,13 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         second = run_all_models("second sync (only the difference is sent)")
         print_table(second)
 
-    print("\nWhy rows were rejected:")
-    codes: dict[str, int] = {}
-    for r in first:
-        for code, n in (r.codes or {}).items():
-            codes[code] = codes.get(code, 0) + n
-    for code, n in sorted(codes.items()):
-        print(f"  {code} ({n}): {WHY_REJECTED.get(code, 'see the reject file')}")
+    print("\nWhy rows were rejected (first sync):")
+    for line in reject_lines(first):
+        print(line)
     print("\nWhere things are:")
     rejects = work / "rejects"
     print(f"  reject files:   {rejects}")
@@ -167,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         ".venv/bin/sf-activation rejects contacts"
     )
     print(f"  sync state:     {work / 'state'}")
-    print(f"  Dagster runs:   {home}  (browse them in the UI: make dev)")
+    print(f"  emulator org:   {work / EMULATOR_ORG}")
+    print(f"  Dagster runs:   {home}")
+    print(
+        "\nmake dev opens these runs in the Dagster UI, with this warehouse, org, state and "
+        "rejects;\nthe partitioned `calls` model (not in sync_all) is there to sync by day "
+        "or backfill."
+    )
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s; the emulator is stopped.")
     return 0
 

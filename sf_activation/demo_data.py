@@ -138,9 +138,27 @@ def build_demo_warehouse(path: Path, size: DemoSize = DemoSize(), seed: int = 7)
                 "UPDATE crm_opportunities SET close_date = NULL "
                 "WHERE opportunity_id = (SELECT min(opportunity_id) FROM crm_opportunities)"
             )
+        # Activity that only grows: calls logged against accounts through November 2026,
+        # for the partitioned `calls` model (one Dagster partition per day). The times are
+        # naive UTC, as docs/models.md asks of a naive partition column.
+        con.execute(
+            f"""
+            CREATE OR REPLACE TABLE crm_calls AS
+            SELECT
+                'CALL-' || lpad(i::VARCHAR, 8, '0') AS call_id,
+                'ACC-' || lpad((1 + hash(i, 'account') % {n})::VARCHAR, 7, '0') AS account_id,
+                (['Call', 'Send Quote', 'Other'])[1 + (hash(i, 'subject') % 3)::INTEGER]
+                    AS subject,
+                'Call ' || i || ' about the renewal' AS notes,
+                (30 + hash(i, 'duration') % 1800)::INTEGER AS duration_s,
+                TIMESTAMP '2026-11-01' + to_minutes(((i * 7919) % (30 * 24 * 60))::BIGINT)
+                    AS occurred_at
+            FROM range(1, {max(1, n // 5)} + 1) t(i)
+            """
+        )
         counts = {
             table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("crm_accounts", "crm_contacts", "crm_opportunities")
+            for table in ("crm_accounts", "crm_contacts", "crm_opportunities", "crm_calls")
         }
     finally:
         con.close()

@@ -29,6 +29,7 @@ import duckdb
 import pyarrow as pa
 
 from sf_activation.salesforce.coerce import DECIMAL_PRECISION
+from sf_activation.salesforce.payload import OMIT_COLUMN as OMIT_FIELDS_COLUMN
 from sf_activation.state import (
     STATE_KEY_COLUMN,
     KeyDigest,
@@ -170,6 +171,7 @@ class Plan:
         self.redact = sorted(set(redact) & set(fields))
         self.decimals = dict(decimals or {})
         self._state_key_column: str | None = None  # read from the plan on first use
+        self._previous: bool | None = None  # sent_before kept (read on first use)
         self._waves = 1
 
     # Classes sent this run, in the order they go out.
@@ -273,15 +275,19 @@ class Plan:
             )
         # The digest rides along where state keeps digests: what settling commits.
         state_key = "" if self._state_key == "__pk" else f"s.{STATE_KEY_COLUMN}, "
+        unchanged, sent_before = "", ""
+        if self._keeps_previous:
+            unchanged = f", {self._unchanged_fields_sql()} AS {OMIT_FIELDS_COLUMN}"
+            sent_before = "LEFT JOIN sent_before sb ON sb.__seq = p.__seq "
         select = (
             f"SELECT s.__pk, {state_key}s.__hash, p.__sf_id, p.__class{self._fields_sql('s')}, "
             f"{payload_sql(self.fields, 's', decimals=self.decimals)} AS __payload"
             + (
-                f", {payload_sql(self.fields, 's', self.redact, self.decimals)} AS __stored_payload "
+                f", {payload_sql(self.fields, 's', self.redact, self.decimals)} AS __stored_payload"
                 if self.redact
-                else " "
+                else ""
             )
-            + "FROM planned p JOIN src s ON s.rowid = p.__seq "
+            + f"{unchanged} FROM planned p JOIN src s ON s.rowid = p.__seq {sent_before}"
             f"WHERE p.__class IN ({classes}){in_wave}"
         )
         # Children of one parent in one batch rather than in parallel batches: Salesforce
@@ -301,6 +307,55 @@ class Plan:
                 "ORDER BY p.__seq",
                 batch_rows,
             )
+
+    @property
+    def _keeps_previous(self) -> bool:
+        """The plan kept changed rows' previous payloads (`send_fields: changed`); read from
+        the plan's own tables, so a staged plan opened from its file knows too."""
+        if self._previous is None:
+            cur = self._con.cursor()
+            try:
+                found = cur.sql(
+                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'sent_before'"
+                ).fetchall()[0][0]
+            finally:
+                cur.close()
+            self._previous = bool(found)
+        return self._previous
+
+    def _unchanged_fields_sql(self) -> str:
+        """The fields of a changed row whose canonical value is the one state recorded as
+        sent: a list, empty when nothing was recorded (or the row is not `changed`).
+
+        Values are compared as JSON texts of the same writer. Redacted fields are never
+        listed: state keeps them masked (no hash of the value either), so whether they
+        changed cannot be told and they are always sent. An exact number a double cannot
+        hold is never listed either: DuckDB reads JSON numbers through a double, so two
+        such values could compare equal when they are not."""
+        candidates: list[str] = []
+        current = payload_sql(self.fields, "s", decimals=self.decimals)
+        for name in self.fields:
+            if name in self.redact:
+                continue
+            path = _lit("$." + json.dumps(name))
+            same = (
+                f"json_extract({current}, {path})::VARCHAR "
+                f"IS NOT DISTINCT FROM json_extract(sb.payload, {path})::VARCHAR"
+            )
+            if name in self.decimals:
+                column = f"s.{_q(name)}"
+                exact = (
+                    f"({column} IS NULL OR to_json({column}::DOUBLE)::VARCHAR::"
+                    f"DECIMAL({DECIMAL_PRECISION}, {int(self.decimals[name])}) = {column})"
+                )
+                same = f"({same} AND {exact})"
+            candidates.append(f"CASE WHEN {same} THEN {_lit(name)} END")
+        if not candidates:
+            return "[]::VARCHAR[]"
+        return (
+            f"CASE WHEN sb.payload IS NULL THEN []::VARCHAR[] "
+            f"ELSE list_filter([{', '.join(candidates)}]::VARCHAR[], lambda x: x IS NOT NULL) END"
+        )
 
     @property
     def database(self) -> Path:
@@ -429,6 +484,7 @@ def plan_changes(
     match_case_sensitive: bool = False,
     redact: Iterable[str] = (),
     multi_select: Iterable[str] = (),
+    previous_payloads: bool = False,
 ) -> Plan:
     """Diff this run's rows against the state and return the :class:`Plan`.
 
@@ -444,6 +500,9 @@ def plan_changes(
     was just written to the same record (``Plan.iter_superseded``). ``multi_select`` names
     the multi-select picklist fields, whose state hashes are re-computed from the stored
     payload in today's canonical order (see :func:`_migrated_hash_sql`).
+    ``previous_payloads`` (`send_fields: changed`) keeps the payload state recorded for each
+    changed row (table ``sent_before``), so :meth:`Plan.iter_to_send` can tell which of its
+    fields changed (``__omit_fields``: the ones that did not).
     """
     work_dir = Path(work_dir)
     db_dir = work_dir / f"plan-{uuid.uuid4().hex[:12]}"
@@ -511,6 +570,18 @@ def plan_changes(
                 SELECT pk, payload FROM ({state_sql}) WHERE pk IN (SELECT pk FROM want)
                 """
             )
+            if previous_payloads:
+                # Only changed rows: added rows send every field, pending rows were refused
+                # last time (Salesforce may not hold what state recorded), unchanged rows
+                # are sent whole by --full-resync, which is what it is for.
+                con.execute(
+                    f"""
+                    CREATE TABLE sent_before AS
+                    SELECT p.__seq, x.payload FROM planned p JOIN src s ON s.rowid = p.__seq
+                    JOIN ({state_sql}) x ON x.pk = s.{spk}
+                    WHERE p.__class = 'changed' AND x.payload IS NOT NULL
+                    """
+                )
             state_rows, synced = con.sql(
                 "SELECT count(*), count(*) FILTER (sf_id IS NOT NULL) FROM st"
             ).fetchall()[0]

@@ -21,6 +21,13 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sf_activation.field_behaviours import (
+    SEND_FIELDS,
+    FieldOptions,
+    option_problems,
+    split_fields,
+)
+
 OPERATIONS = ("insert", "update", "upsert", "delete", "mirror")
 TRANSPORTS = ("auto", "composite", "bulk")
 NULLS = ("clear", "keep")
@@ -33,6 +40,12 @@ MODEL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 # Salesforce API names: Account, Foo__c, ns__Foo__c. Lookups add one ".Field" hop.
 SF_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 SF_FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)?$")
+# A polymorphic lookup names the parent object too: `What:Account.External_Id__c`.
+SF_POLYMORPHIC_RE = re.compile(
+    r"^[A-Za-z][A-Za-z0-9_]*:[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*$"
+)
+DUPLICATE_RULES = ("enforce", "allow_save")
+DELETE_MODES = ("soft", "hard")
 
 # Salesforce's concurrent long-running request limit per org is 25; more than that
 # from one model would only earn REQUEST_LIMIT_EXCEEDED.
@@ -90,6 +103,15 @@ class ModelFile(BaseModel):
     partition_by: PartitionBy | None = None
     concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY)
     description: str | None = None
+    # changed: an update sends only the fields whose value changed (field_behaviours.py)
+    send_fields: Literal["all", "changed"] = "all"
+    # Salesforce switches (docs/models.md "Record types, assignment and duplicate rules").
+    record_type: str | None = Field(default=None, min_length=1)
+    # false: no assignment rule (Salesforce's REST default is to run them); true: the
+    # active rule; text: that AssignmentRule Id.
+    assignment_rules: bool | str = False
+    duplicate_rules: Literal["enforce", "allow_save"] = "enforce"
+    delete_mode: Literal["soft", "hard"] = "soft"
 
 
 class ModelSpec(BaseModel):
@@ -118,6 +140,14 @@ class ModelSpec(BaseModel):
     partition_by: PartitionBy | None
     concurrency: int
     description: str | None
+    # Salesforce field -> its long-form options (on_null, set_if_empty); `fields` stays
+    # column -> field, as everything that reads it expects.
+    field_options: dict[str, FieldOptions] = Field(default_factory=dict)
+    send_fields: Literal["all", "changed"] = "all"
+    record_type: str | None = None
+    assignment_rules: bool | str = False
+    duplicate_rules: Literal["enforce", "allow_save"] = "enforce"
+    delete_mode: Literal["soft", "hard"] = "soft"
 
     @property
     def write_operation(self) -> Literal["insert", "update", "upsert", "delete"]:
@@ -244,6 +274,9 @@ def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
                 "nulls": NULLS,
                 "schedule_status": SCHEDULE_STATUSES,
                 "partition_by.cadence": CADENCES,
+                "send_fields": SEND_FIELDS,
+                "duplicate_rules": DUPLICATE_RULES,
+                "delete_mode": DELETE_MODES,
             }.get(key)
             allowed_text = ", ".join(allowed) if allowed else err.get("ctx", {}).get("expected", "")
             # YAML reads a bare on/off/yes/no as true/false: say so, the file shows no True.
@@ -280,7 +313,7 @@ def _semantic_problems(where: str, mf: ModelFile) -> list[str]:
     for column, target in mf.fields.items():
         if not str(column).strip():
             problems.append(f"{where}: fields: an empty column name is mapped to {target!r}")
-        if not SF_FIELD_RE.match(target):
+        if not SF_FIELD_RE.match(target) and not SF_POLYMORPHIC_RE.match(target):
             problems.append(
                 f"{where}: fields.{column}: {target!r} is not a Salesforce field API name "
                 "(Field, Custom__c, or Relationship.External_Id__c for a lookup)"
@@ -354,6 +387,7 @@ def _semantic_problems(where: str, mf: ModelFile) -> list[str]:
                 f"(mapped: {', '.join(targets)})"
             )
 
+    problems += _switch_problems(where, mf)
     if mf.partition_by is not None:
         pb = mf.partition_by
         if op != "insert":
@@ -363,6 +397,41 @@ def _semantic_problems(where: str, mf: ModelFile) -> list[str]:
             )
         if pb.end is not None and _as_datetime(pb.end) <= _as_datetime(pb.start):
             problems.append(f"{where}: partition_by.end: {pb.end} is not after start {pb.start}")
+    return problems
+
+
+def _switch_problems(where: str, mf: ModelFile) -> list[str]:
+    """record_type / assignment_rules / duplicate_rules / delete_mode across other keys."""
+    problems: list[str] = []
+    if mf.record_type is not None and not SF_NAME_RE.match(mf.record_type):
+        problems.append(
+            f"{where}: record_type: {mf.record_type!r} is not a record type DeveloperName "
+            "(letters, digits and underscores, e.g. record_type: Customer)"
+        )
+    if mf.record_type is not None and mf.operation == "delete":
+        problems.append(f"{where}: record_type: a delete model creates no records; remove it")
+    rule = mf.assignment_rules
+    if isinstance(rule, str) and not re.fullmatch(r"01Q[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?", rule):
+        problems.append(
+            f"{where}: assignment_rules: {rule!r} is not true, false or an AssignmentRule Id "
+            "(15 or 18 characters starting 01Q)"
+        )
+    if mf.duplicate_rules == "allow_save" and mf.transport == "bulk":
+        problems.append(
+            f"{where}: duplicate_rules: allow_save needs sObject Collections (Bulk API 2.0 has "
+            "no duplicate rule header); use transport: composite or auto"
+        )
+    if mf.delete_mode == "hard":
+        if mf.operation not in ("delete", "mirror"):
+            problems.append(
+                f"{where}: delete_mode: hard only applies to delete and mirror models "
+                f"(operation is '{mf.operation}')"
+            )
+        if mf.transport == "composite":
+            problems.append(
+                f"{where}: delete_mode: hard is a Bulk API 2.0 hardDelete job, which "
+                "transport: composite rules out; use transport: bulk or auto"
+            )
     return problems
 
 
@@ -404,16 +473,31 @@ def load_model(path: Path | str) -> ModelSpec:
     if bad_keys:
         raise ModelError([f"{where}: {k!r}: keys must be text" for k in bad_keys])
     fields_raw = raw.get("fields")
+    long_problems: list[str] = []
+    options_by_column: dict[str, FieldOptions] = {}
     if isinstance(fields_raw, dict):
         # YAML turns `on: Foo` into True, `123: Bar` into 123; columns are text.
-        raw = {**raw, "fields": {str(k): v for k, v in fields_raw.items()}}
+        # A long-form entry ({field: Rating, on_null: keep}) becomes its field name here,
+        # its options kept aside, so ModelFile.fields stays column -> field.
+        fields_short, options_by_column, long_problems = split_fields(
+            where, {str(k): v for k, v in fields_raw.items()}
+        )
+        raw = {**raw, "fields": fields_short}
 
     try:
         mf = ModelFile.model_validate(raw)
     except ValidationError as exc:
-        raise ModelError(_pydantic_problems(where, exc)) from None
+        raise ModelError(long_problems + _pydantic_problems(where, exc)) from None
 
-    problems = _semantic_problems(where, mf)
+    problems = long_problems + _semantic_problems(where, mf)
+    problems += option_problems(
+        where,
+        operation=mf.operation,
+        fields=mf.fields,
+        options=options_by_column,
+        external_id=mf.external_id,
+        send_fields=mf.send_fields,
+    )
     sql_text = mf.query or ""
     sql_path: Path | None = None
     if mf.sql is not None and mf.query is None:
@@ -457,6 +541,12 @@ def load_model(path: Path | str) -> ModelSpec:
         partition_by=mf.partition_by,
         concurrency=mf.concurrency,
         description=mf.description,
+        field_options={mf.fields[c]: o for c, o in options_by_column.items() if c in mf.fields},
+        send_fields=mf.send_fields,
+        record_type=mf.record_type,
+        assignment_rules=mf.assignment_rules,
+        duplicate_rules=mf.duplicate_rules,
+        delete_mode=mf.delete_mode,
     )
 
 

@@ -21,6 +21,7 @@ from sf_activation.rejects import RejectSink
 from sf_activation.salesforce.outcomes import OUTCOME_UNKNOWN, Outcomes, RecordOutcome
 from sf_activation.state import StateStore, state_keys
 from sf_activation.summary import SyncSummary
+from sf_activation.sync_log import SyncLog, outcome_labels
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 
 COMMIT_SECONDS = 0.5  # commit buffered rows at least this often (see Settings.commit_rows)
@@ -47,7 +48,9 @@ class Settler:
         summary: SyncSummary,
         ledger: LedgerTracker,
         commit_rows: int,
+        sync_log: SyncLog | None = None,
     ) -> None:
+        self.sync_log = sync_log
         self.state = state
         self.sink = sink
         self.summary = summary
@@ -130,8 +133,43 @@ class Settler:
                 taken = batch.take(pa.array(rows[bad]))
                 ids = taken.column("__sf_id") if "__sf_id" in batch.schema.names else None
                 commits.append(state_rows(taken, ids, "rejected"))
+            if self.sync_log is not None:
+                self._log(batch, rows, mine, outcomes, sf_ids, accepted, retryable)
             in_flight.settle(number, int(np.count_nonzero(mine)))
         return commits
+
+    def _log(
+        self,
+        batch: pa.RecordBatch,
+        rows: np.ndarray,
+        mine: np.ndarray,
+        outcomes: Outcomes,
+        sf_ids: pa.Array,
+        accepted: np.ndarray,
+        retryable: np.ndarray,
+    ) -> None:
+        """This batch's outcomes into the run's sync log."""
+        assert self.sync_log is not None
+        idx = np.flatnonzero(mine)
+        taken = batch.take(pa.array(rows[idx]))
+        ids = sf_ids.take(pa.array(idx))
+        if "__sf_id" in taken.schema.names:
+            ids = pc.coalesce(ids, taken.column("__sf_id"))
+        messages = [outcomes.messages[i] for i in idx.tolist()]
+        columns = field_columns(taken)
+        self.sync_log.add(
+            pks=taken.column("__pk"),
+            sf_ids=ids,
+            change=taken.column("__class") if "__class" in taken.schema.names else "added",
+            outcome=outcome_labels(accepted[idx], retryable[idx]),
+            error_codes=[outcomes.error_codes[i] for i in idx.tolist()],
+            messages=messages,
+            attempts=[int(outcomes.attempts[i]) for i in idx.tolist()],
+            records=[
+                row_record(taken, j, columns) if m is not None else {}
+                for j, m in enumerate(messages)
+            ],
+        )
 
     def settle_deletes(self, outcomes: Outcomes, in_flight: InFlight) -> None:
         """Mirror deletes: a record gone (deleted now, or already) is committed `deleted`;
@@ -152,6 +190,19 @@ class Settler:
                 row = int(rows[i])
                 self.reject(
                     batch, row, outcomes[i], record={"Id": batch.column("__sf_id")[row].as_py()}
+                )
+            if self.sync_log is not None:
+                idx = np.flatnonzero(mine)
+                taken = pa.array(rows[idx])
+                labels = np.where(gone[idx], "deleted", np.where(refused[idx], "failed", "retried"))
+                self.sync_log.add(
+                    pks=batch.column("__pk").take(taken),
+                    sf_ids=batch.column("__sf_id").take(taken),
+                    change="removed",
+                    outcome=pa.array(labels.tolist(), pa.string()),
+                    error_codes=[outcomes.error_codes[i] for i in idx.tolist()],
+                    messages=[outcomes.messages[i] for i in idx.tolist()],
+                    attempts=[int(outcomes.attempts[i]) for i in idx.tolist()],
                 )
             in_flight.settle(number, int(np.count_nonzero(mine)))
         self.summary.deleted += int(np.count_nonzero(gone))

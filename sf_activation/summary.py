@@ -33,7 +33,13 @@ class SyncSummary:
     superseded: int = 0
     delete_failed: int = 0  # mirror deletes Salesforce refused (in the reject file)
     api_calls: int = 0
+    # Of api_calls: SOQL reads of the current values of `set_if_empty` fields.
+    set_if_empty_reads: int = 0
     rejects_url: str | None = None
+    # The run's sync log: one row per row sent, refused or deleted (sf_activation/sync_log.py).
+    sync_log_url: str | None = None
+    # This run's record beside the state (`run_history`), once `execute()` has ended.
+    run_record_url: str | None = None
     duration_s: float = 0.0
     # CPU seconds of this process (all threads) spent sending: serialise, send, reconcile,
     # commit — what the benchmarks divide by rows sent.
@@ -59,6 +65,12 @@ class SyncSummary:
     # landed every row: left pending (counted in `retried`), not rejected; and why.
     held: int = 0
     held_reasons: dict[str, int] = field(default_factory=dict)
+    # What the plan would send (added + changed + pending, + unchanged on a full resync),
+    # and, on a dry run, its invalid rows by error code with a few (masked) keys each: a
+    # plan names the rows a sync would reject before anything is sent.
+    to_send: int = 0
+    invalid_codes: dict[str, int] = field(default_factory=dict)
+    invalid_keys: dict[str, list[Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from sf_activation import staged_plan, synced_under
 from sf_activation.config import Settings
 from sf_activation.diff import Plan, check_delete_rate, plan_changes
+from sf_activation.field_behaviours import FieldBehaviours, check_describe
 from sf_activation.in_flight import InFlight
 from sf_activation.insert_baseline import check_insert_baseline
 from sf_activation.interrupts import SyncInterrupted, stop_on_signals
@@ -40,7 +41,9 @@ from sf_activation.parents import (
     relationship_object,
 )
 from sf_activation.reconcile import LedgerPass
-from sf_activation.rejects import RejectSink, check_rejects_writable, mask_redacted
+from sf_activation.record_types import write_switches
+from sf_activation.rejects import REDACTED, RejectSink, check_rejects_writable, mask_redacted
+from sf_activation.run_history import RunRecorder
 from sf_activation.salesforce.client import SalesforceClient
 from sf_activation.salesforce.coerce import coerce_batch, output_schema
 from sf_activation.salesforce.describe import validate_mapping
@@ -52,6 +55,7 @@ from sf_activation.salesforce.outcomes import (
     SendReport,
     SendRequest,
     StopSignal,
+    WriteSwitches,
     choose_transport,
 )
 from sf_activation.settle import (
@@ -63,6 +67,7 @@ from sf_activation.settle import (
 )
 from sf_activation.state import StateStore
 from sf_activation.summary import SyncSummary
+from sf_activation.sync_log import SyncLog
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 from sf_activation.warehouse import Warehouse
 
@@ -105,6 +110,7 @@ class SyncRun:
         work_dir: Path | None = None,
         use_staged_plan: bool = False,
         parents: dict[str, list[str]] | None = None,
+        trigger: str | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
@@ -119,6 +125,9 @@ class SyncRun:
         # Parent object -> the models creating its records (`parents.parent_models`); read
         # from the models directory when not given, the first time a parent is missing.
         self._parents = parents
+        # What started the run, for its run record: "cli", or None (a Dagster step's run
+        # id is a UUID, and run_history infers the Dagster run from it).
+        self.trigger = trigger
         self._hold: ParentHold | None = None
         self._held_reasons: dict[str, int] = {}
         self._own_work_dir = work_dir is None
@@ -142,15 +151,26 @@ class SyncRun:
         )
         self._plan: Plan | None = None
         self._plan_fields: list[str] = []
+        self._switches: WriteSwitches | None = None  # record type, rules (record_types.py)
         self._api_calls_at_start = self.client.api_calls
         self.stop = StopSignal()
         self._active_lease: ModelLease | None = None
         self.ledger = LedgerTracker(SendLedger(self.state))
+        # on_null / set_if_empty / send_fields: changed (field_behaviours.py)
+        self._behaviours = FieldBehaviours(spec, self.client, self.summary)
 
     # ---------------------------------------------------------------- plan
     def plan(self) -> Plan:
         """This run's plan: made here, from the warehouse."""
-        return self._use_plan(self._make_plan())
+        self._source_errors: list[Exception] = []
+        try:
+            made = self._make_plan()
+        except duckdb.Error:
+            # The warehouse's own one-line error, not DuckDB's wrapper of it.
+            if self._source_errors:
+                raise self._source_errors[0] from None
+            raise
+        return self._use_plan(made)
 
     def _use_plan(self, plan: Plan, transport: str | None = None) -> Plan:
         """Fill the summary from the plan and refuse it when it breaks a guard."""
@@ -183,8 +203,11 @@ class SyncRun:
         to_send = self.summary.added + self.summary.changed + self.summary.pending
         if self.full_resync:
             to_send += self.summary.unchanged
+        self.summary.to_send = to_send
+        # Bulk 2.0 has no duplicate rule header: allow_save models stay on Collections.
+        allow_save = spec.duplicate_rules == "allow_save"
         self.summary.transport = transport or choose_transport(
-            to_send, spec.transport, spec.bulk_threshold
+            to_send, "composite" if allow_save else spec.transport, spec.bulk_threshold
         )
         plan.limit_memory(self.settings.send_memory)
         self._plan = plan
@@ -216,22 +239,31 @@ class SyncRun:
             external_id=spec.external_id,
             parent_describe=self.client.describe,
         )
+        check_describe(spec, describe)  # set_if_empty fields updateable
+        self._write_switches()  # an unknown record type stops the run here
         with Warehouse.from_url(self.settings.warehouse_url.get_secret_value()) as warehouse:
             check_columns(spec, warehouse.columns(spec.sql_text))
             rows_read = 0
+            # DuckDB reads these batches itself and wraps an error raised while it does in
+            # its own, with the Python traceback in the text: the original is kept here.
+            source_errors = self._source_errors
 
             def coerced() -> Iterator[pa.RecordBatch]:
                 nonlocal rows_read
-                for batch in warehouse.iter_batches(spec.sql_text):
-                    kill_point("plan_batch")  # test hook
-                    rows_read += batch.num_rows
-                    self.progress("plan", rows_read, 0)
-                    yield coerce_batch(
-                        batch,
-                        primary_key=spec.primary_key,
-                        field_map=spec.fields,
-                        describe=describe,
-                    )
+                try:
+                    for batch in warehouse.iter_batches(spec.sql_text):
+                        kill_point("plan_batch")  # test hook
+                        rows_read += batch.num_rows
+                        self.progress("plan", rows_read, 0)
+                        yield coerce_batch(
+                            batch,
+                            primary_key=spec.primary_key,
+                            field_map=spec.fields,
+                            describe=describe,
+                        )
+                except Exception as exc:
+                    source_errors.append(exc)
+                    raise
 
             plan = plan_changes(
                 coerced(),
@@ -249,8 +281,16 @@ class SyncRun:
                     for name in spec.fields.values()
                     if (field := describe.field(name)) is not None and field.type == "multipicklist"
                 ],
+                previous_payloads=spec.send_fields == "changed",
             )
         return plan
+
+    def _write_switches(self) -> WriteSwitches:
+        """record_type / assignment_rules / duplicate_rules / delete_mode as the client
+        sends them; record types are looked up once per run."""
+        if self._switches is None:
+            self._switches = write_switches(self.spec, self.client)
+        return self._switches
 
     def _match_field(self) -> str | None:
         """The External ID field records are matched on, when it is one (not Id)."""
@@ -331,7 +371,7 @@ class SyncRun:
         start = time.monotonic()
         try:
             with self._memory_errors():
-                self.plan()
+                self._name_invalid(self.plan())
         finally:
             self._cleanup()
         self.summary.dry_run = True
@@ -339,8 +379,38 @@ class SyncRun:
         self.summary.duration_s = round(time.monotonic() - start, 3)
         return self.summary
 
+    def _name_invalid(self, plan: Plan, keys_per_code: int = 5) -> None:
+        """A dry run's invalid rows by error code, with the first keys of each (masked when
+        the key is redacted): what a sync would write to the reject file, named before."""
+        codes: dict[str, int] = {}
+        keys: dict[str, list[Any]] = {}
+        for batch in plan.iter_invalid():
+            pks = batch.column("__pk").to_pylist()
+            for pk, code in zip(pks, batch.column("__error_code").to_pylist(), strict=True):
+                code = code or "INVALID_ROW"
+                codes[code] = codes.get(code, 0) + 1
+                shown = keys.setdefault(code, [])
+                if len(shown) < keys_per_code:
+                    masked = pk is not None and self.spec.primary_key_redacted
+                    shown.append(REDACTED if masked else pk)
+        self.summary.invalid_codes = codes
+        self.summary.invalid_keys = keys
+
     # ---------------------------------------------------------------- send
     def execute(self) -> SyncSummary:
+        """The whole run (`_execute`), with its run record and request log written beside
+        the state when it ends, however it ends (`run_history`)."""
+        recorder = RunRecorder(self)
+        error: BaseException | None = None
+        try:
+            return self._execute()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            recorder.finish(error)  # logs, never raises: the run's own error wins
+
+    def _execute(self) -> SyncSummary:
         """The whole run, under the model's lease: preflight, reconcile what earlier runs
         left in flight, plan, send, explain, compact. SIGINT/SIGTERM stop it cleanly."""
         start = time.monotonic()
@@ -433,12 +503,24 @@ class SyncRun:
             sse=self.settings.rejects_sse,
             redact_primary_key=self.spec.primary_key_redacted,
         )
+        self.sync_log = SyncLog(
+            self.state,
+            run_id=self.run_id,
+            model=self.spec.name,
+            object_name=self.spec.object,
+            operation=self.spec.operation,
+            work_dir=self.work_dir,
+            redact=list(self.spec.redact),
+            redact_primary_key=self.spec.primary_key_redacted,
+            retention_days=self.settings.sync_log_days,
+        )
         settler = Settler(
             state=self.state,
             sink=sink,
             summary=self.summary,
             ledger=self.ledger,
             commit_rows=self.settings.commit_rows,
+            sync_log=self.sync_log,
         )
         ledger_pass = LedgerPass(
             client=self.client,
@@ -475,6 +557,8 @@ class SyncRun:
             self.summary.rejects_url = sink.publish()
         finally:
             sink.discard()
+            # Whatever happened, what this run did is explained row by row.
+            self.summary.sync_log_url = self.sync_log.publish()
         # The plan is done with: free its buffers before folding the state.
         self._cleanup_plan()
         if not signals:  # an interrupted run leaves quickly; its commits are durable
@@ -527,15 +611,25 @@ class SyncRun:
             codes = batch.column("__error_code").to_pylist()
             messages = batch.column("__error_message").to_pylist()
             pks = batch.column("__pk").to_pylist()
+            records = [row_record(batch, row, columns) for row in range(batch.num_rows)]
             for row in range(batch.num_rows):
                 sink.add(
                     primary_key=pks[row],
-                    record=row_record(batch, row, columns),
+                    record=records[row],
                     error_code=codes[row] or "INVALID_ROW",
                     message=messages[row] or "",
                     transport="none",
                     fields=[],
                 )
+            self.sync_log.add(
+                pks=batch.column("__pk"),
+                sf_ids=None,
+                change="invalid",
+                outcome="invalid",
+                error_codes=[c or "INVALID_ROW" for c in codes],
+                messages=messages,
+                records=records,
+            )
 
     # The send path is shared by every operation; only the request and the rows differ.
     def _send_changes(self, plan: Plan, settler: Settler, ledger_pass: LedgerPass) -> None:
@@ -630,7 +724,8 @@ class SyncRun:
                     break  # nothing more is read; unread rows are simply pending
                 keys = in_flight.keyed(next(counter), batch)
                 kill_point("before_send")  # test hook
-                yield self._for_client(batch, keys, plan_fields)
+                out = self._for_client(batch, keys, plan_fields)
+                yield self._behaviours.apply(operation, batch, out)  # fields left out
 
         every_call = operation == "insert"
         deletes = operation == "delete"
@@ -652,7 +747,9 @@ class SyncRun:
             external_id=external_id if operation == "upsert" else None,
             transport=self.summary.transport,
             nulls=self.spec.nulls,
+            field_nulls=self._behaviours.field_nulls,
             concurrency=self.spec.concurrency,
+            switches=self._write_switches(),
         )
         try:
             report = self.client.send(
@@ -661,6 +758,7 @@ class SyncRun:
                 on_outcomes,
                 on_dispatch=self._recorder(in_flight, operation),
                 stop=self.stop,
+                progress=self.progress,
             )
         finally:
             # Whatever happened, rows Salesforce confirmed are recorded before we leave.
@@ -762,6 +860,7 @@ class SyncRun:
             transport="bulk" if self.summary.removed >= self.spec.bulk_threshold else "composite",
             nulls=self.spec.nulls,
             concurrency=self.spec.concurrency,
+            switches=self._write_switches(),
         )
         for batch in plan.iter_superseded():
             self._forget(batch)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from sf_activation.config import Settings
+from sf_activation.field_behaviours import check_describe
 from sf_activation.models import ModelError, check_columns, load_model
+from sf_activation.record_types import write_switches
 from sf_activation.salesforce.client import SalesforceClient
 from sf_activation.salesforce.describe import validate_mapping
 from sf_activation.salesforce.errors import SalesforceError
@@ -51,6 +53,8 @@ def validate_models(
                     external_id=spec.external_id,
                     parent_describe=client.describe,
                 )
+                check_describe(spec, client.describe(spec.object))  # set_if_empty
+                write_switches(spec, client)  # record_type names an active record type
             except (ModelError, WarehouseError, SalesforceError) as exc:
                 results.append({"model": path.stem, "ok": False, "message": str(exc)})
                 continue

@@ -42,15 +42,28 @@ def _one_line_error(result: Any, code: int) -> str:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("object: Account\noperation: [upsert\n", ["m.yml", "YAML"]),  # malformed YAML
-        ("object: Account\noperation: upsert\n", ["m.yml", "primary_key"]),  # incomplete
-        (GOOD_MODEL.replace("primary_key", "primery_key"), ["m.yml", "primery_key"]),
-        (GOOD_MODEL.replace("transport: composite", "transport: fast"), ["m.yml", "transport"]),
-        (GOOD_MODEL.replace("query: SELECT", "sql: missing.sql\nquery: SELECT"), ["m.yml"]),
-        ("- just\n- a list\n", ["m.yml"]),
-        ("", ["m.yml"]),
+        pytest.param("object: Account\noperation: [upsert\n", ["m.yml", "YAML"], id="yaml"),
+        pytest.param(
+            "object: Account\noperation: upsert\n", ["m.yml", "primary_key"], id="incomplete"
+        ),
+        pytest.param(
+            GOOD_MODEL.replace("primary_key", "primery_key"),
+            ["m.yml", "primery_key"],
+            id="unknown-key",
+        ),
+        pytest.param(
+            GOOD_MODEL.replace("transport: composite", "transport: fast"),
+            ["m.yml", "transport"],
+            id="bad-value",
+        ),
+        pytest.param(
+            GOOD_MODEL.replace("query: SELECT", "sql: missing.sql\nquery: SELECT"),
+            ["m.yml"],
+            id="sql-and-query",
+        ),
+        pytest.param("- just\n- a list\n", ["m.yml"], id="not-a-map"),
+        pytest.param("", ["m.yml"], id="empty"),
     ],
-    ids=["yaml", "incomplete", "unknown-key", "bad-value", "sql-and-query", "not-a-map", "empty"],
 )
 def test_model_file_mistakes_name_the_file_and_key_and_send_nothing(
     ws: Workspace, body: str, expected: list[str]
@@ -140,12 +153,21 @@ def test_wrong_credentials_and_an_expired_refresh_token_stop_before_sending(
 @pytest.mark.parametrize(
     ("change", "code", "expected"),
     [
-        (("object: Account", "object: Acount"), 1, ["Acount"]),
-        (("name: Name", "name: Nmae"), 2, ["Nmae", "name"]),
-        (("parent_id: Parent.External_Id__c", "parent_id: Parent.Nope__c"), 2, ["Nope__c"]),
-        (("external_id: External_Id__c", "external_id: Name"), 2, ["Name"]),
+        pytest.param(("object: Account", "object: Acount"), 1, ["Acount"], id="unknown-object"),
+        pytest.param(("name: Name", "name: Nmae"), 2, ["Nmae", "name"], id="unknown-field"),
+        pytest.param(
+            ("parent_id: Parent.External_Id__c", "parent_id: Parent.Nope__c"),
+            2,
+            ["Nope__c"],
+            id="unknown-parent-field",
+        ),
+        pytest.param(
+            ("external_id: External_Id__c", "external_id: Name"),
+            2,
+            ["Name"],
+            id="not-an-external-id",
+        ),
     ],
-    ids=["unknown-object", "unknown-field", "unknown-parent-field", "not-an-external-id"],
 )
 def test_unknown_object_or_field_stops_before_sending(
     ws: Workspace, change: tuple[str, str], code: int, expected: list[str]
@@ -300,3 +322,286 @@ def test_state_store_not_writable_fails_the_run_and_a_fixed_rerun_converges(
     # Found before anything was sent: no record landed whose commit could not be saved.
     assert ws.write_calls() == 0 and ws.emulator.records("Account") == []
     assert_promise_kept(ws, ws.sync("m"))
+
+
+# -- one exact line on stderr, nothing sent, nothing lost ---------------------------------
+
+
+def _exactly(result: Any, code: int, line: str) -> None:
+    """The command failed with `code` and said exactly `line`, on one line of stderr."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert result.stderr == f"sf-activation: error: {line}\n", result.stderr
+
+
+def _nothing_written(ws: Workspace) -> None:
+    """No write reached Salesforce and no state was made (a start-up refusal)."""
+    assert ws.write_calls() == 0
+    assert ws.emulator.records("Account") == []
+    assert not Path(ws.state_url).exists()
+
+
+BAD_SETTINGS = [
+    pytest.param(
+        "SALESFORCE_API_VERSION",
+        "abc",
+        "SALESFORCE_API_VERSION='abc' is not an API version: expected a number such as 62.0 "
+        "(default 62.0)",
+        id="api-version",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_MAX_API_USAGE",
+        "lots",
+        "SF_ACTIVATION_MAX_API_USAGE='lots' is not a number: expected a number > 0 and <= 1 "
+        "(default 0.8)",
+        id="api-usage-word",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_MAX_API_USAGE",
+        "-1",
+        "SF_ACTIVATION_MAX_API_USAGE='-1' is out of range: expected a number > 0 and <= 1 "
+        "(default 0.8)",
+        id="api-usage-negative",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_MAX_API_USAGE",
+        "0",
+        "SF_ACTIVATION_MAX_API_USAGE='0' is out of range: expected a number > 0 and <= 1 "
+        "(default 0.8)",
+        id="api-usage-zero",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_MAX_API_USAGE",
+        "80",
+        "SF_ACTIVATION_MAX_API_USAGE='80' is out of range: expected a number > 0 and <= 1 "
+        "(default 0.8)",
+        id="api-usage-percent",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_MAX_API_USAGE",
+        "nan",
+        "SF_ACTIVATION_MAX_API_USAGE='nan' is out of range: expected a number > 0 and <= 1 "
+        "(default 0.8)",
+        id="api-usage-nan",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_COMMIT_ROWS",
+        "abc",
+        "SF_ACTIVATION_COMMIT_ROWS='abc' is not a whole number: expected a whole number >= 1 "
+        "(default 2000)",
+        id="commit-rows-word",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_COMMIT_ROWS",
+        "0",
+        "SF_ACTIVATION_COMMIT_ROWS='0' is out of range: expected a whole number >= 1 "
+        "(default 2000)",
+        id="commit-rows-zero",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_COMMIT_ROWS",
+        "1.5",
+        "SF_ACTIVATION_COMMIT_ROWS='1.5' is not a whole number: expected a whole number >= 1 "
+        "(default 2000)",
+        id="commit-rows-fraction",
+    ),
+    pytest.param(
+        "SALESFORCE_READ_TIMEOUT_S",
+        "soon",
+        "SALESFORCE_READ_TIMEOUT_S='soon' is not a number: expected a number > 0 (default 300)",
+        id="read-timeout-word",
+    ),
+    pytest.param(
+        "SALESFORCE_READ_TIMEOUT_S",
+        "0",
+        "SALESFORCE_READ_TIMEOUT_S='0' is out of range: expected a number > 0 (default 300)",
+        id="read-timeout-zero",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_LEASE_TTL_S",
+        "0",
+        "SF_ACTIVATION_LEASE_TTL_S='0' is out of range: expected a number > 0 (default 120)",
+        id="lease-ttl-zero",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_LEASE_WAIT_S",
+        "-5",
+        "SF_ACTIVATION_LEASE_WAIT_S='-5' is out of range: expected a number >= 0 (default 0)",
+        id="lease-wait-negative",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_OBJECT_WAIT_S",
+        "forever",
+        "SF_ACTIVATION_OBJECT_WAIT_S='forever' is not a number: expected a number >= 0 "
+        "(default 3600)",
+        id="object-wait-word",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_UNKNOWN_OUTCOME_GRACE_S",
+        "-1",
+        "SF_ACTIVATION_UNKNOWN_OUTCOME_GRACE_S='-1' is out of range: expected a number >= 0 "
+        "(default 900)",
+        id="grace-negative",
+    ),
+    pytest.param(
+        "SF_ACTIVATION_PLAN_MEMORY",
+        "lots",
+        "SF_ACTIVATION_PLAN_MEMORY='lots' is not a memory size: write it as DuckDB does, "
+        "e.g. 512MB or 2GB (default 1GB)",
+        id="plan-memory",
+    ),
+    pytest.param(
+        "SALESFORCE_INSTANCE_URL",
+        "{instance}/services/data/v62.0",
+        "SALESFORCE_INSTANCE_URL='{instance}/services/data/v62.0' has a path: it should be "
+        "the instance root ({instance}), without /services/data/…",
+        id="instance-url-with-rest-path",
+    ),
+    pytest.param(
+        "SALESFORCE_INSTANCE_URL",
+        "acme.my.salesforce.com",
+        "SALESFORCE_INSTANCE_URL='acme.my.salesforce.com' is not a URL: expected the "
+        "instance root, e.g. https://acme.my.salesforce.com",
+        id="instance-url-without-scheme",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "line"), BAD_SETTINGS)
+def test_a_bad_setting_is_refused_at_start_up_in_one_line_naming_it(
+    ws: Workspace, name: str, value: str, line: str
+) -> None:
+    """Exit 2 before anything is read, sent or written: a value out of range (an API share
+    of -1) would otherwise make every scheduled run send nothing and exit 0."""
+    create_accounts(ws, 5)
+    ws.model("m", GOOD_MODEL)
+    instance = ws.emulator.instance_url
+    env = {name: value.format(instance=instance)}
+    _exactly(ws.run("sync", "m", check=False, env=env), 2, line.format(instance=instance))
+    _nothing_written(ws)
+
+
+def test_rejects_of_an_unknown_model_is_one_line_and_exit_2_like_plan(ws: Workspace) -> None:
+    models = ws.models
+    for command in ("plan", "rejects"):
+        _exactly(
+            ws.run(command, "nosuchmodel", check=False),
+            2,
+            f"no model 'nosuchmodel': {models / 'nosuchmodel.yml'} does not exist",
+        )
+    assert ws.write_calls() == 0
+
+
+def test_a_query_failing_part_way_is_one_warehouse_line_and_sends_nothing(ws: Workspace) -> None:
+    """The cast fails on row 150,000, long after the first batch: DuckDB, reading the
+    batches itself, wrapped the error with a Python traceback in its text."""
+    ws.sql("CREATE TABLE t AS SELECT 'P-' || i AS id, i FROM range(200000) t(i)")
+    ws.model(
+        "m",
+        """
+        object: Account
+        operation: upsert
+        primary_key: id
+        external_id: External_Id__c
+        query: >-
+          SELECT id, CASE WHEN i < 150000 THEN 'ok' ELSE CAST(CAST('zz' || i AS INTEGER)
+          AS VARCHAR) END AS name FROM t
+        fields:
+          id: External_Id__c
+          name: Name
+        """,
+    )
+    line = (
+        f"warehouse: query failed (duckdb:///{ws.warehouse}): Conversion Error: "
+        "Could not convert string 'zz150000' to INT32"
+    )
+    for command in ("plan", "sync"):
+        _exactly(ws.run(command, "m", check=False), 1, line)
+    assert ws.write_calls() == 0 and ws.emulator.records("Account") == []
+    # No row was recorded as synced: the next run, with the query fixed, sends them all.
+    model_state = Path(ws.state_url) / "m"
+    assert not (model_state / "snapshot.parquet").exists()
+    assert not [p for p in (model_state / "commits").glob("**/*") if p.is_file()]
+
+
+@pytest.mark.parametrize("command", [pytest.param("plan"), pytest.param("sync")])
+def test_a_corrupt_snapshot_names_the_state_and_the_way_out(ws: Workspace, command: str) -> None:
+    create_accounts(ws, 20)
+    ws.model("m", GOOD_MODEL)
+    ws.sync("m")
+    snapshot = Path(ws.state_url) / "m" / "snapshot.parquet"
+    if not snapshot.exists():  # fold the commits into a snapshot
+        ws.sync("m")
+    assert snapshot.exists()
+    snapshot.write_bytes(b"not parquet")
+    state_before = {p: p.read_bytes() for p in Path(ws.state_url).rglob("*") if p.is_file()}
+    writes, held = ws.write_calls(), ws.records_by("Account")
+    where = f"{ws.state_url}/m"
+    _exactly(
+        ws.run(command, "m", check=False),
+        1,
+        f"state: the state of m in {where} cannot be read (Parquet magic bytes not found in "
+        "footer. Either the file is corrupted or this is not a parquet file.); restore it from "
+        f"a backup, or move {where} aside and rerun (every row is then planned as new: upsert "
+        "and mirror match Salesforce's records by their External ID, insert refuses without "
+        "--allow-reinsert)",
+    )
+    # Nothing sent, and the state left as it was for the user to restore or move aside.
+    assert ws.write_calls() == writes and ws.records_by("Account") == held
+    for path, body in state_before.items():
+        if path.name != "lease.lock":
+            assert path.read_bytes() == body, path
+
+
+def test_a_refused_token_endpoint_names_the_host_and_the_reason(ws: Workspace) -> None:
+    create_accounts(ws, 5)
+    ws.model("m", GOOD_MODEL)
+    port = _closed_port()
+    ws.use_emulator(ws.emulator, auth="refresh_token")
+    env = {"SALESFORCE_LOGIN_URL": f"https://127.0.0.1:{port}"}
+    _exactly(
+        ws.run("sync", "m", check=False, env=env),
+        1,
+        f"Salesforce: cannot reach the Salesforce token endpoint https://127.0.0.1:{port}"
+        "/services/oauth2/token: connection refused (nothing listens at that host and port)",
+    )
+    assert ws.write_calls() == 0
+
+
+def test_an_unknown_host_is_named_with_the_reason(ws: Workspace) -> None:
+    create_accounts(ws, 5)
+    ws.model("m", GOOD_MODEL)
+    env = {"SALESFORCE_INSTANCE_URL": "https://sf-activation-no-such-host.invalid"}
+    _exactly(
+        ws.run("sync", "m", check=False, env=env),
+        1,
+        "Salesforce: GET https://sf-activation-no-such-host.invalid/services/data/v62.0/"
+        "sobjects/Account/describe failed: host name not found (DNS): check the URL's host",
+    )
+    assert ws.write_calls() == 0
+
+
+def test_validate_says_missing_credentials_once_for_every_model(ws: Workspace) -> None:
+    create_accounts(ws, 5)
+    for name in ("a", "b", "c"):
+        ws.model(name, GOOD_MODEL)
+    env = {"SALESFORCE_INSTANCE_URL": "", "SALESFORCE_ACCESS_TOKEN": ""}
+    result = ws.run("validate", check=False, env=env)
+    assert result.returncode == 2, result
+    assert result.stdout == (
+        "ERR a, b, c: no Salesforce credentials: set SALESFORCE_INSTANCE_URL + "
+        "SALESFORCE_ACCESS_TOKEN, or a refresh token, JWT key, password or client credentials\n"
+    )
+    assert ws.write_calls() == 0
+
+
+def test_no_temporary_file_outlives_the_command(ws: Workspace) -> None:
+    """The CA bundle merged with the public roots (SALESFORCE_CA_BUNDLE) was left behind
+    in $TMPDIR by every command: 230 KB each."""
+    create_accounts(ws, 5)
+    ws.model("m", GOOD_MODEL)
+    tmp = ws.root / "tmp"
+    tmp.mkdir()
+    for command in ("validate", "plan", "sync"):
+        args = (command,) if command == "validate" else (command, "m")
+        ws.run(*args, env={"TMPDIR": str(tmp)})
+        assert sorted(p.name for p in tmp.iterdir()) == [], command

@@ -208,6 +208,8 @@ def test_dg_lists_the_components_assets_check_jobs_and_sensors_with_the_yaml_att
     assert {s["name"] for s in listing["sensors"]} == {
         "dbt_run_results_sensor",
         "sf_activation_automation",
+        "sf_activation_alerts",
+        "sf_activation_budget_alerts",
     }
     assert [(s["name"], s["cron_schedule"]) for s in listing["schedules"]] == [
         ("sync_accounts_schedule", "0 * * * *")

@@ -149,6 +149,8 @@ def test_no_state_file_holds_a_redacted_value_in_clear(
     for path in files:
         table = pq.read_table(path)
         assert "Private" not in json.dumps(table.to_pylist(), default=str), path
+        if "sync_log" in path.parts:
+            continue  # the per-run log (no payloads): checked for the value above
         payloads = table.column("payload").to_pylist()
         assert any(p and '"Name":"***REDACTED***"' in p for p in payloads), path
 

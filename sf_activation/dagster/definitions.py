@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from sf_activation.config import DEFAULT_MODELS_DIR
+from sf_activation.dagster.alerts import build_alert_sensors
 from sf_activation.dagster.assets import (
     GROUP_NAME,
     MODEL_TAG,
@@ -244,7 +245,9 @@ def build_definitions(
             )
         )
 
-    sensors: list[dg.SensorDefinition] = []
+    # Webhook alerts on failed runs, failed rejected_rows checks, API-budget stops
+    # (sf_activation.dagster.alerts); stopped until switched on.
+    sensors: list[dg.SensorDefinition] = build_alert_sensors()
     if targets:
         model_jobs = [j for j in jobs if j.name in {t.job_name for t in targets}]
         sensors.append(build_dbt_sensor(targets, model_jobs, target_dir=dbt_target_dir))

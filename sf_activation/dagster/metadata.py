@@ -84,6 +84,15 @@ def sync_metadata(summary: SyncSummary) -> dict[str, Any]:
         metadata["unconfirmed"] = dg.MetadataValue.int(summary.unconfirmed)
     if summary.stopped_reason:
         metadata["stopped_reason"] = dg.MetadataValue.text(summary.stopped_reason)
+    if summary.sync_log_url:
+        # One row per row this run sent, refused or deleted (Parquet; README, "sync log").
+        metadata["sync_log"] = _reject_url_value(summary.sync_log_url)
+    if summary.stopped:
+        # budget | unreachable | auth | interrupted: what the alert sensor reads.
+        metadata["stopped"] = dg.MetadataValue.text(summary.stopped)
+    if summary.run_record_url:
+        # The run record and request log beside the state (`sf-activation runs|inspect`).
+        metadata["run_record"] = _reject_url_value(summary.run_record_url)
     return metadata
 
 

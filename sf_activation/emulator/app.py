@@ -44,6 +44,7 @@ from sf_activation.emulator.responses import (
 )
 from sf_activation.emulator.rest import rest_routes, versions_routes
 from sf_activation.emulator.rest_resources import install_parent_locks, resource_routes
+from sf_activation.emulator.rules import OrgRules, request_options
 from sf_activation.emulator.soap import soap_endpoint
 
 _OPEN_PATHS = frozenset(
@@ -274,7 +275,7 @@ def test_routes(ctx: Context, bulk: BulkIngest) -> list[Route]:
     async def reset(request: Request) -> Response:
         ctx.org.reset()
         bulk.reset()
-        for jobs in ("bulk_v1", "bulk_query"):
+        for jobs in ("bulk_v1", "bulk_query", "rules"):
             if jobs in ctx.extra:
                 ctx.extra[jobs].reset()
         client_calls(ctx.extra).clear()
@@ -362,11 +363,14 @@ def build_app(
     # the DailyBulkApiBatches count), so a fault set live reaches them too.
     bulk_v1 = ctx.extra["bulk_v1"] = BulkV1(ctx.org, bulk.settings)
     bulk_query = ctx.extra["bulk_query"] = BulkQueryJobs(ctx.org, bulk.settings)
+    # Record types, assignment and duplicate rules: off until a test configures them.
+    rules = ctx.extra["rules"] = OrgRules(ctx.org)
     routes: list[Any] = [
         *versions_routes(),
         *token_routes(ctx),
         *identity_routes(ctx),
         *test_routes(ctx, bulk),
+        *rules.routes(),
         *resource_routes(ctx),  # before rest_routes: sobjects/X/describe/layouts, /updated, ...
         *rest_routes(ctx),
         *collection_routes(ctx),
@@ -385,5 +389,6 @@ def build_app(
         },
         lifespan=lifespan,
     )
-    app = EmulatorApp(ctx, inner)
+    # Sforce-Auto-Assign / Sforce-Duplicate-Rule-Header reach the writes (rules.py).
+    app = EmulatorApp(ctx, request_options(inner))
     return app if request_log is None else RequestLog(app, request_log)

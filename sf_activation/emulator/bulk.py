@@ -35,6 +35,7 @@ from sf_activation.emulator import ids
 from sf_activation.emulator.locks import apply_in_bulk
 from sf_activation.emulator.org import OPERATIONS, Org
 from sf_activation.emulator.responses import ApiError, json_response, read_json
+from sf_activation.emulator.rules import job_options, write_options
 
 CHUNK_ROWS = 10_000  # Salesforce's internal batch size for Bulk API 2.0 ingest
 MAX_UPLOAD_BYTES = 150_000_000  # per job, after base64 on Salesforce's side
@@ -97,6 +98,7 @@ class BulkJob:
     failed_count: int = 0
     processing_ms: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
+    assignment_rule_id: str | None = None  # the job's assignmentRuleId (Lead, Case)
 
     def touch(self) -> None:
         self.system_modstamp = _now()
@@ -114,6 +116,8 @@ class BulkJob:
         }
         if self.external_id_field:
             out["externalIdFieldName"] = self.external_id_field
+        if self.assignment_rule_id:
+            out["assignmentRuleId"] = self.assignment_rule_id
         out.update(
             {
                 "concurrencyMode": "Parallel",
@@ -255,6 +259,7 @@ class BulkIngest:
                 column_delimiter=delimiter,
                 api_version=api_version,
                 created_by_id=getattr(self.org, "user_id", ids.make_id("005", 7)),
+                assignment_rule_id=body.get("assignmentRuleId") or None,
             )
             self._jobs[job.id] = job
         return job
@@ -323,6 +328,8 @@ class BulkIngest:
             job.processing_ms = int((time.monotonic() - started) * 1000)
 
     def _process(self, job: BulkJob, started: float) -> None:
+        # No request headers here: only the job's assignmentRuleId runs a rule (rules.py).
+        write_options.set(job_options(job.assignment_rule_id))
         with self._lock:
             if job.state != "UploadComplete":
                 return

@@ -93,6 +93,10 @@ class Org:
         # record about to be saved; raises UNABLE_TO_LOCK_ROW when another request holds
         # a row it needs.
         self.row_locks: Callable[[ObjectSchema, str | None, dict[str, Any]], None] | None = None
+        # Org configuration hook (rules.OrgRules: record types, assignment and duplicate
+        # rules): called with (object, record about to be saved, the record before or None
+        # on create); may change the record (OwnerId) or raise RecordError.
+        self.write_rules: Callable[[str, dict[str, Any], dict[str, Any] | None], None] | None = None
         self.org_id = ids.make_id("00D", 7)
         self.user_id = ids.make_id("005", 7)
         self.username = USERNAME
@@ -566,6 +570,8 @@ class Org:
         new.update(values)
         if new.get("OwnerId") is None and "OwnerId" in fields:
             new["OwnerId"] = self.user_id
+        if self.write_rules is not None:
+            self.write_rules(schema.name, new, None)
         self._derive(schema, new)
         self._store(schema, rid, new)
         undo.append((schema.name, rid, None, False))
@@ -599,6 +605,8 @@ class Org:
         old = self._live[schema.name][rid]
         # Copy on write: readers holding the old dict see a consistent record.
         new = {**old, **values, "LastModifiedDate": now, "SystemModstamp": now}
+        if self.write_rules is not None:
+            self.write_rules(schema.name, new, old)
         self._derive(schema, new)
         self._store(schema, rid, new)
         undo.append((schema.name, rid, old, False))
@@ -622,6 +630,20 @@ class Org:
             record["Name"] = " ".join(p for p in parts if p) or None
         if schema.name in ACTIVITY_OBJECTS:
             derive_activity(self, schema.name, record, record["LastModifiedDate"])
+
+    def seed(self, object_name: str, values: dict[str, Any]) -> str:
+        """Store a record as an admin's setup would (RecordType, AssignmentRule are read
+        only to the API); returns its Id. For the emulator's own configuration."""
+        schema = self._require(object_name)
+        now = format_datetime(datetime.now(UTC))
+        with self._lock:
+            self._counter += 1
+            rid = ids.make_id(schema.key_prefix, self._counter)
+            record = {**self._template(schema), "Id": rid, "CreatedDate": now}
+            record.update({"LastModifiedDate": now, "SystemModstamp": now, **values})
+            self._store(schema, rid, record)
+            self.version += 1
+        return rid
 
     def touch(self, object_name: str, record_ids: Iterable[str], field_name: str) -> None:
         """Stamp `LastViewedDate`/`LastReferencedDate` (SOQL FOR VIEW / FOR REFERENCE).

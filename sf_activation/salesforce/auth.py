@@ -14,7 +14,11 @@ on every answer, is parsed here as simple-salesforce parses it.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import hashlib
 import logging
+import os
 import re
 import tempfile
 import threading
@@ -71,12 +75,34 @@ def _parse_api_usage(header: str) -> tuple[int, int] | None:
     return (int(m.group("used")), int(m.group("tot"))) if m else None
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The urllib3/OS error under requests' and urllib3's wrappers (ConnectionError →
+    MaxRetryError → NewConnectionError), whose class name alone says nothing."""
+    for _ in range(5):
+        if isinstance(exc, requests.RequestException) and exc.args:
+            inner = exc.args[0]
+            if isinstance(inner, BaseException):
+                exc = inner
+                continue
+        if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+            exc = exc.reason
+            continue
+        break
+    return exc
+
+
 def _failure_text(exc: BaseException) -> str:
     """What went wrong on the wire, in words: 'connection refused', not a class name."""
+    exc = _root_cause(exc)
     if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
         return "no answer within the read timeout (the request may have been applied)"
-    if isinstance(exc, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
-        return "connection refused or unreachable"
+    if isinstance(exc, urllib3.exceptions.NameResolutionError):
+        return "host name not found (DNS): check the URL's host"
+    if isinstance(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
+        return "connection refused (nothing listens at that host and port)"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        detail = str(exc).rsplit(":", 1)[-1].strip()
+        return f"unreachable ({detail})" if detail else "unreachable"
     if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
         return "connection timed out"
     if isinstance(exc, urllib3.exceptions.ProtocolError):
@@ -111,11 +137,33 @@ def _trust_bundle(ca_bundle: Path) -> str:
         public = Path(certifi.where()).read_bytes()
     except Exception:  # certifi missing: trust the given bundle alone
         return str(ca_bundle)
-    with tempfile.NamedTemporaryFile(
-        prefix="sf_activation_ca_", suffix=".pem", delete=False
-    ) as merged:
-        merged.write(public + b"\n" + ca_bundle.read_bytes())
-    return merged.name
+    extra = ca_bundle.read_bytes()
+    key = hashlib.sha256(public + b"\n" + extra).hexdigest()
+    with _MERGED_LOCK:
+        # One file per process and bundle (a Dagster worker opens many sessions), removed
+        # when the process exits: no temporary file outlives the command.
+        path = _MERGED_BUNDLES.get(key)
+        if path is not None and Path(path).exists():
+            return path
+        with tempfile.NamedTemporaryFile(
+            prefix="sf_activation_ca_", suffix=".pem", delete=False
+        ) as merged:
+            merged.write(public + b"\n" + extra)
+        if not _MERGED_BUNDLES:
+            atexit.register(_remove_merged_bundles)
+        _MERGED_BUNDLES[key] = merged.name
+        return merged.name
+
+
+_MERGED_BUNDLES: dict[str, str] = {}
+_MERGED_LOCK = threading.Lock()
+
+
+def _remove_merged_bundles() -> None:
+    for path in _MERGED_BUNDLES.values():
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    _MERGED_BUNDLES.clear()
 
 
 class SalesforceSession:
@@ -352,7 +400,7 @@ class SalesforceSession:
             ) from None
         except requests.RequestException as exc:
             raise TransientError(
-                f"cannot reach the Salesforce token endpoint {url}: {type(exc).__name__}"
+                f"cannot reach the Salesforce token endpoint {url}: {_failure_text(exc)}"
             ) from None
         try:
             body = response.json()
@@ -404,7 +452,7 @@ class SalesforceSession:
                 self.redact(f"Salesforce refused the password login at {url}: {exc.code}")
             ) from None
         except requests.RequestException as exc:
-            raise TransientError(f"cannot reach {url}: {type(exc).__name__}") from None
+            raise TransientError(f"cannot reach {url}: {_failure_text(exc)}") from None
         scheme = urlparse(login).scheme or "https"
         return session_id, f"{scheme}://{host}"
 

@@ -80,6 +80,7 @@ from sf_activation.salesforce.outcomes import (
     API_BUDGET_REACHED,
     BULK_JOB_FAILED,
     BULK_RESULT_MISSING,
+    DUPLICATES_DETECTED,
     KEY_COLUMN,
     OUTCOME_UNKNOWN,
     Dispatch,
@@ -87,8 +88,10 @@ from sf_activation.salesforce.outcomes import (
     RecordOutcome,
     RetryPolicy,
     StopSignal,
+    WriteSwitches,
+    explain_duplicates,
 )
-from sf_activation.salesforce.payload import PayloadLayout
+from sf_activation.salesforce.payload import PayloadLayout, blank_omitted
 from sf_activation.salesforce.record_json import RecordEncoder
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 
@@ -139,10 +142,10 @@ def csv_header(layout: PayloadLayout) -> list[str]:
     """Columns of the job's CSV: plain fields, lookups, then the reference fields that
     `nulls: clear` empties when a lookup is null (ParentId for Parent.External_Id__c)."""
     header = list(layout.fields) + [lk.column for lk in layout.lookups]
-    if layout.clear_nulls:
+    if any(layout.clears(lk.column) for lk in layout.lookups):
         present = {h.lower() for h in header}
         for lk in layout.lookups:
-            if lk.reference_field.lower() not in present:
+            if layout.clears(lk.column) and lk.reference_field.lower() not in present:
                 header.append(lk.reference_field)
                 present.add(lk.reference_field.lower())
     return header
@@ -154,9 +157,10 @@ def _cell_text(arr: pa.Array) -> pa.Array:
     return pc.cast(arr, pa.string())
 
 
-def _field_cells(layout: PayloadLayout, values: pa.Array) -> pa.Array:
-    """CSV cells of a plain field column (a null is `#N/A` with `nulls: clear`, else empty)."""
-    return pc.fill_null(_cell_text(values), NULL_CELL if layout.clear_nulls else "")
+def _field_cells(layout: PayloadLayout, values: pa.Array, name: str | None = None) -> pa.Array:
+    """CSV cells of a plain field column (a null is `#N/A` when the field's nulls clear —
+    `nulls: clear` or its `on_null: clear` — else empty)."""
+    return pc.fill_null(_cell_text(values), NULL_CELL if layout.clears(name) else "")
 
 
 def csv_cells(layout: PayloadLayout, batch: pa.RecordBatch) -> list[pa.Array]:
@@ -166,7 +170,7 @@ def csv_cells(layout: PayloadLayout, batch: pa.RecordBatch) -> list[pa.Array]:
     (leave the field alone) with `keep`; an empty lookup cell is always empty, and its
     reference column carries the `#N/A` instead.
     """
-    cells = [_field_cells(layout, batch.column(name)) for name in layout.fields]
+    cells = [_field_cells(layout, batch.column(name), name) for name in layout.fields]
     lookup_values = [batch.column(lk.column) for lk in layout.lookups]
     cells.extend(pc.fill_null(_cell_text(values), "") for values in lookup_values)
     header = csv_header(layout)
@@ -177,7 +181,8 @@ def csv_cells(layout: PayloadLayout, batch: pa.RecordBatch) -> list[pa.Array]:
     for reference_field in extra:
         values = by_reference[reference_field]
         cells.append(pc.if_else(pc.is_null(values), NULL_CELL, ""))
-    return cells
+    # Fields a record leaves out (send_fields: changed, set_if_empty) are empty cells.
+    return blank_omitted(layout, batch, header, cells)
 
 
 def _csv_bytes(header: list[str], cells: list[pa.Array]) -> bytes:
@@ -258,8 +263,15 @@ class BulkSender:
         stop: StopSignal | None = None,
         on_dispatch: Dispatch | None = None,
         describe: ObjectDescribe | None = None,
+        switches: WriteSwitches | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.session = session
+        # progress("bulk:<state>", done, total) while a job is uploaded, processed and its
+        # results read: a Bulk send reports before its first outcome, minutes later.
+        self.progress = progress or (lambda phase, done, total: None)
+        # assignmentRuleId / hardDelete on the job; the REST headers on Composite retries.
+        self.switches = switches or WriteSwitches()
         # The object's describe, when known: whether the External ID is case sensitive
         # (else Salesforce's default, not) and which columns are Ids, for matching results.
         self.describe = describe
@@ -395,9 +407,11 @@ class BulkSender:
             return
         job_id: str | None = None
         try:
+            self.progress("bulk:uploading", 0, spool.rows)
             job_id = self._open_and_upload(spool)
             self._close(job_id)
-            final = self._poll(job_id)
+            self.progress("bulk:UploadComplete", 0, spool.rows)
+            final = self._poll(job_id, spool.rows)
         except SalesforceError as exc:
             if isinstance(exc, ApiLimitError):
                 self.stop.set(str(exc))
@@ -432,6 +446,7 @@ class BulkSender:
         }
         if layout.operation == "upsert":
             body["externalIdFieldName"] = layout.identity
+        body.update(job_switches(self.switches, layout.operation))
         for attempt in range(1, self.policy.max_attempts + 1):
             # A lost answer to the create leaves an Open job no one closes: it applies nothing.
             info = self._control(
@@ -513,7 +528,7 @@ class BulkSender:
         except SalesforceError:
             return None
 
-    def _poll(self, job_id: str) -> JobInfo:
+    def _poll(self, job_id: str, rows: int = 0) -> JobInfo:
         delay = self.settings.poll_initial
         deadline = time.monotonic() + self.settings.job_timeout
         while True:
@@ -525,6 +540,7 @@ class BulkSender:
             info = JobInfo.model_validate(
                 self._control(self.session.json, "GET", f"jobs/ingest/{job_id}", check_budget=False)
             )
+            self.progress(f"bulk:{info.state}", info.numberRecordsProcessed, rows)
             if info.state in _TERMINAL:
                 return info
             if time.monotonic() > deadline:
@@ -630,6 +646,7 @@ class BulkSender:
         n = rows.num_rows
         if n == 0:
             return
+        self.progress("bulk:results", info.numberRecordsProcessed, n)
         batch = rows.to_batches()[0]
         keys = batch.column(KEY_COLUMN)
         unreadable: list[str] = []
@@ -683,6 +700,8 @@ class BulkSender:
             for j in np.flatnonzero(rows_of >= 0).tolist():
                 i = int(rows_of[j])
                 code, message, fields = parse_bulk_error(errors[j])
+                if code == DUPLICATES_DETECTED:
+                    message = explain_duplicates(message)
                 transient = is_retryable_record_error(code)
                 settled[i] = True
                 if transient and attempt < self.policy.max_attempts and not self.stop.is_set():
@@ -740,7 +759,17 @@ class BulkSender:
         if self.stop.is_set():
             self._report_not_sent(rows.column(KEY_COLUMN).to_pylist())
             return
-        api = CollectionsApi(self.session, layout)
+        if self.switches.hard_delete and layout.operation == "delete":
+            # sObject Collections can only soft-delete: hard deletes stay in Bulk jobs.
+            directory = Path(tempfile.mkdtemp(prefix="sf_bulk_", dir=self.settings.work_dir))
+            try:
+                batches = ((layout, b) for b in rows.to_batches())
+                for spool in self._spool(directory, batches, attempt):
+                    self._run_job(spool)
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+            return
+        api = CollectionsApi(self.session, layout, self.switches.rest_headers(layout.operation))
         batch = rows.combine_chunks().to_batches()[0]
         with RecordEncoder(layout) as encoder:
             records = encoder.encode(batch)
@@ -836,6 +865,19 @@ def _literal_na_mask(layout: PayloadLayout, batch: pa.RecordBatch) -> pa.Array |
     if mask is None or not pc.any(mask).as_py():
         return None
     return mask
+
+
+def job_switches(switches: WriteSwitches, operation: str) -> dict[str, Any]:
+    """What a Bulk 2.0 ingest job's create body says of the switches. Bulk has no duplicate
+    rule header (an alerting rule blocks, as with allowSave=false), and without
+    `assignmentRuleId` runs no assignment rule, so `false` needs nothing."""
+    body: dict[str, Any] = {}
+    if operation == "delete" and switches.hard_delete:
+        body["operation"] = "hardDelete"
+    rule = switches.assignment_rule
+    if operation != "delete" and isinstance(rule, str):
+        body["assignmentRuleId"] = rule
+    return body
 
 
 def parse_bulk_error(text: str | None) -> tuple[str, str, list[str]]:

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from sf_activation.config import SalesforceSettings
@@ -19,8 +20,12 @@ from sf_activation.salesforce.composite import CompositeSender
 from sf_activation.salesforce.describe import ObjectDescribe, validate_mapping
 from sf_activation.salesforce.errors import ApiLimitError, RequestError, TransientError
 from sf_activation.salesforce.outcomes import (
+    FIELDS_JSON_COLUMN,
+    KEY_COLUMN,
+    RECORD_TYPE_NAME_COLUMN,
     Dispatch,
     Outcomes,
+    RecordOutcome,
     RetryPolicy,
     SendReport,
     SendRequest,
@@ -47,6 +52,8 @@ class SalesforceClient:
         self.bulk = bulk or BulkSettings()
         self._describes: dict[str, ObjectDescribe] = {}
         self._describe_lock = threading.Lock()
+        self._record_types: dict[str, dict[str, str]] = {}
+        self._assignment_rules: dict[str, str | None] = {}
 
     @classmethod
     def from_settings(cls, settings: SalesforceSettings, **kwargs: Any) -> SalesforceClient:
@@ -120,6 +127,34 @@ class SalesforceClient:
         )
         return describe
 
+    # -- record types and assignment rules ----------------------------------------------
+
+    def record_types(self, object_name: str) -> dict[str, str]:
+        """DeveloperName -> Id of the object's active record types; one query per object
+        for the client's life (one run)."""
+        key = object_name.lower()
+        if key not in self._record_types:
+            soql = format_soql(
+                "SELECT Id, DeveloperName FROM RecordType "
+                "WHERE SobjectType = {} AND IsActive = true",
+                object_name,
+            )
+            self._record_types[key] = {r["DeveloperName"]: r["Id"] for r in self.query(soql)}
+        return self._record_types[key]
+
+    def active_assignment_rule(self, object_name: str) -> str | None:
+        """The Id of the object's active assignment rule (Lead, Case), or None. Bulk 2.0
+        runs a rule only when its Id is given; `assignment_rules: true` needs it."""
+        key = object_name.lower()
+        if key not in self._assignment_rules:
+            soql = format_soql(
+                "SELECT Id FROM AssignmentRule WHERE SobjectType = {} AND Active = true",
+                object_name,
+            )
+            rules = [r["Id"] for r in self.query(soql)]
+            self._assignment_rules[key] = rules[0] if rules else None
+        return self._assignment_rules[key]
+
     # -- query -------------------------------------------------------------------------
 
     def query(self, soql: str, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
@@ -188,6 +223,7 @@ class SalesforceClient:
         *,
         on_dispatch: Dispatch | None = None,
         stop: StopSignal | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> SendReport:
         """Send canonical batches (`__key` + one column per Salesforce field) and report
         exactly one outcome per row through `on_outcomes`, in this thread, as `Outcomes`
@@ -200,6 +236,7 @@ class SalesforceClient:
         is sent (see `Dispatch`).
         """
         describe = self.describe(request.object)
+        request = self._settle_switches(request)
         report = SendReport(transport=request.transport)
         calls_before = self.session.api_calls
         started = time.monotonic()
@@ -208,6 +245,9 @@ class SalesforceClient:
             if outcomes:
                 report.add(outcomes)
                 on_outcomes(outcomes)
+
+        batches = _with_record_types(batches, request, collect)
+        switches = request.switches
 
         def layout_for(schema: pa.Schema) -> PayloadLayout:
             return PayloadLayout.build(request, describe, schema)
@@ -229,6 +269,8 @@ class SalesforceClient:
                     stop=stop,
                     on_dispatch=on_dispatch,
                     describe=describe,
+                    switches=switches,
+                    progress=progress,  # a Bulk job's state, before its outcomes
                 )
                 try:
                     bulk.run(batches)
@@ -243,6 +285,7 @@ class SalesforceClient:
                     on_outcomes=collect,
                     stop=stop,
                     on_dispatch=on_dispatch,
+                    headers=switches.rest_headers(request.operation),
                 ).run(batches)
         finally:
             report.api_calls = self.session.api_calls - calls_before
@@ -268,6 +311,7 @@ class SalesforceClient:
         """The outcome of every row of a Bulk job an earlier run started and could not
         finish reading (`rows`: its canonical rows with `__key`), one per row."""
         describe = self.describe(request.object)
+        request = self._settle_switches(request)
         BulkSender(
             self.session,
             lambda schema: PayloadLayout.build(request, describe, schema),
@@ -276,9 +320,91 @@ class SalesforceClient:
             concurrency=request.concurrency,
             on_outcomes=on_outcomes,
             describe=describe,
+            switches=request.switches,
         ).resume(job_id, rows)
+
+    def _settle_switches(self, request: SendRequest) -> SendRequest:
+        """The request as it can be sent: a hard delete only exists as a Bulk 2.0 job, and
+        Bulk runs an assignment rule only by its Id (looked up for `true`)."""
+        switches = request.switches
+        if request.operation == "delete" and switches.hard_delete and request.transport != "bulk":
+            request = request.model_copy(update={"transport": "bulk"})
+        if (
+            request.transport == "bulk"
+            and request.operation != "delete"
+            and switches.assignment_rule is True
+        ):
+            rule = self.active_assignment_rule(request.object)
+            if rule is None:
+                log.info("%s has no active assignment rule; none runs", request.object)
+            update: dict[str, Any] = {"assignment_rule": rule or False}
+            request = request.model_copy(update={"switches": switches.model_copy(update=update)})
+        return request
 
     def user_id(self) -> str:
         """The Id of the user the integration runs as (`oauth2/userinfo`)."""
         info = self._get_json("/services/oauth2/userinfo")
         return str(info["user_id"])
+
+
+def _with_record_types(
+    batches: Iterable[pa.RecordBatch],
+    request: SendRequest,
+    reject: Callable[[Outcomes], None],
+) -> Iterable[pa.RecordBatch]:
+    """Batches with `RecordTypeId`: from each row's `RecordType.DeveloperName` (rows naming
+    no record type of the object are refused here, never sent), else the model's
+    `record_type` on insert and upsert. Salesforce cannot find a record type by name."""
+    switches = request.switches
+    constant = switches.record_type_id if request.operation in ("insert", "upsert") else None
+    if constant is None and not switches.record_type_ids:
+        return batches
+
+    def convert(batch: pa.RecordBatch) -> pa.RecordBatch:
+        names = batch.schema.names
+        if RECORD_TYPE_NAME_COLUMN not in names and (constant is None or "RecordTypeId" in names):
+            return batch
+        if FIELDS_JSON_COLUMN in names:  # the canonical payload no longer says it all
+            batch = batch.drop_columns([FIELDS_JSON_COLUMN])
+        ids = pa.nulls(batch.num_rows, pa.string())
+        if RECORD_TYPE_NAME_COLUMN in batch.schema.names:
+            given = batch.column(RECORD_TYPE_NAME_COLUMN)
+            known = list(switches.record_type_ids)
+            # DeveloperName is unique per object whatever its case, as SOQL compares it.
+            position = pc.index_in(
+                pc.utf8_lower(given), value_set=pa.array([k.lower() for k in known], pa.string())
+            )
+            unknown = pc.fill_null(pc.and_(pc.is_valid(given), pc.is_null(position)), False)
+            if pc.any(unknown).as_py():
+                bad = batch.filter(unknown)
+                available = ", ".join(switches.record_type_names) or "none"
+                reject(
+                    Outcomes.of(
+                        RecordOutcome(
+                            key,
+                            False,
+                            error_code="INVALID_CROSS_REFERENCE_KEY",
+                            message=f"Record Type: {name!r} is not a record type of "
+                            f"{request.object} (available: {available})",
+                            fields=["RecordTypeId"],
+                        )
+                        for key, name in zip(
+                            bad.column(KEY_COLUMN).to_pylist(),
+                            bad.column(RECORD_TYPE_NAME_COLUMN).to_pylist(),
+                            strict=True,
+                        )
+                    )
+                )
+                keep = pc.invert(unknown)
+                batch, position = batch.filter(keep), position.filter(keep)
+            ids = pc.take(
+                pa.array([switches.record_type_ids[k] for k in known], pa.string()), position
+            )
+            batch = batch.drop_columns([RECORD_TYPE_NAME_COLUMN])
+        if constant is not None:
+            ids = pc.fill_null(ids, constant)
+        if "RecordTypeId" in batch.schema.names:
+            return batch
+        return batch.append_column("RecordTypeId", ids)
+
+    return (convert(b) for b in batches)

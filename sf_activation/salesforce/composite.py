@@ -26,6 +26,7 @@ from sf_activation.salesforce.errors import (
     is_retryable_record_error,
 )
 from sf_activation.salesforce.outcomes import (
+    DUPLICATES_DETECTED,
     KEY_COLUMN,
     OUTCOME_UNKNOWN,
     Dispatch,
@@ -33,6 +34,7 @@ from sf_activation.salesforce.outcomes import (
     RecordOutcome,
     RetryPolicy,
     StopSignal,
+    explain_duplicates,
 )
 from sf_activation.salesforce.payload import PayloadLayout
 from sf_activation.salesforce.record_json import RecordEncoder, collection_body
@@ -46,9 +48,16 @@ _JSON = {"Content-Type": "application/json; charset=UTF-8"}
 class CollectionsApi:
     """The four sObject Collections calls; one API call each."""
 
-    def __init__(self, session: SalesforceSession, layout: PayloadLayout) -> None:
+    def __init__(
+        self,
+        session: SalesforceSession,
+        layout: PayloadLayout,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.session = session
         self.layout = layout
+        # Sforce-Auto-Assign / Sforce-Duplicate-Rule-Header (WriteSwitches.rest_headers).
+        self.headers = {**_JSON, **(headers or {})}
 
     def call(self, records: list[str]) -> list[dict[str, Any]]:
         """`records` are `RecordEncoder.encode` output: JSON texts, or Ids to delete."""
@@ -58,16 +67,21 @@ class CollectionsApi:
                 "DELETE",
                 "composite/sobjects",
                 params={"ids": ",".join(records), "allOrNone": "false"},
+                headers={k: v for k, v in self.headers.items() if k not in _JSON},
             )
         else:
             body = collection_body(records)
             if op == "insert":
-                results = self.session.json("POST", "composite/sobjects", data=body, headers=_JSON)
+                results = self.session.json(
+                    "POST", "composite/sobjects", data=body, headers=self.headers
+                )
             elif op == "update":
-                results = self.session.json("PATCH", "composite/sobjects", data=body, headers=_JSON)
+                results = self.session.json(
+                    "PATCH", "composite/sobjects", data=body, headers=self.headers
+                )
             else:
                 path = f"composite/sobjects/{self.layout.object}/{self.layout.identity}"
-                results = self.session.json("PATCH", path, data=body, headers=_JSON)
+                results = self.session.json("PATCH", path, data=body, headers=self.headers)
         if not isinstance(results, list) or len(results) != len(records):
             # Results are positional; a short answer cannot be matched, so try again.
             raise TransientError(
@@ -87,13 +101,18 @@ def _outcome_from_result(
     errors = result.get("errors") or [{}]
     first = errors[0]
     code = first.get("statusCode") or first.get("errorCode") or "UNKNOWN_EXCEPTION"
+    message = first.get("message")
+    if code == DUPLICATES_DETECTED:
+        # Salesforce names the rule in the error's duplicateResult (REST API).
+        found = first.get("duplicateResult") or {}
+        message = explain_duplicates(message, found.get("duplicateRule"))
     return RecordOutcome(
         key,
         False,
         result.get("id"),
         None,
         code,
-        first.get("message"),
+        message,
         list(first.get("fields") or []),
         retryable=is_retryable_record_error(code),
         attempts=attempts,
@@ -238,9 +257,11 @@ class CompositeSender:
         on_outcomes: Callable[[Outcomes], None],
         stop: StopSignal | None = None,
         on_dispatch: Dispatch | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.session = session
         self.layout_for = layout_for
+        self.headers = headers
         self.concurrency = concurrency
         self.policy = policy
         self.on_outcomes = on_outcomes
@@ -320,7 +341,9 @@ class CompositeSender:
                         continue
                     if self.on_dispatch is not None:
                         self.on_dispatch(keys, None)
-                    api = apis.setdefault(id(layout), CollectionsApi(self.session, layout))
+                    api = apis.get(id(layout))
+                    if api is None:
+                        api = apis[id(layout)] = CollectionsApi(self.session, layout, self.headers)
                     future = pool.submit(send_chunk, api, records, keys, self.policy, self.stop)
                     in_flight[future] = keys
                     # Keep a small queue ahead of the workers; memory stays bounded.

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from sf_activation.salesforce import polymorphic
 from sf_activation.salesforce.errors import MappingError, SalesforceError
 
 
@@ -137,6 +138,11 @@ def validate_mapping(
         seen[key] = column
         if operation == "delete" and sf_field.lower() not in ("id", (external_id or "").lower()):
             continue  # a delete sends only the record's identity; other columns are ignored
+        if sf_field == "RecordType.DeveloperName":
+            continue  # sent as RecordTypeId; sf_activation/record_types.py checks the names
+        if ":" in sf_field:
+            polymorphic.check(column, sf_field, describe, operation, parent_describe, problem)
+            continue
         if "." in sf_field:
             _check_lookup(column, sf_field, describe, operation, parent_describe, problem)
             continue

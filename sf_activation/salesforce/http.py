@@ -13,10 +13,12 @@ into its typed errors.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlencode
 
 import certifi
@@ -37,6 +39,28 @@ except ImportError:  # pragma: no cover
     _loads = json.loads
 
 USER_AGENT = "sf-activation"
+
+log = logging.getLogger(__name__)
+
+
+class RequestObserver(Protocol):
+    """Told about every API call after it is answered (or failed on the wire): the run's
+    request inspector (`sf_activation.inspector.RequestLog`). Called on the sending
+    thread; must be quick and thread-safe. Never given the request headers (the bearer
+    token is in them)."""
+
+    def observe(
+        self,
+        method: str,
+        url: str,
+        *,
+        duration_s: float,
+        response: ApiResponse | None,
+        error: BaseException | None,
+        json: Any,
+        data: Any,
+        stream: bool,
+    ) -> None: ...
 
 
 class ApiResponse:
@@ -92,6 +116,8 @@ class ApiHttp:
         self._direct = urllib3.PoolManager(num_pools=4, **self._options)
         self._via_proxy: dict[str, urllib3.ProxyManager] = {}
         self._lock = threading.Lock()
+        # Every call passes here, so this is where a run's request log listens.
+        self.observers: list[RequestObserver] = []
 
     def _manager(self, url: str, proxies: Mapping[str, str]) -> urllib3.PoolManager:
         scheme = url.split(":", 1)[0]
@@ -127,16 +153,52 @@ class ApiHttp:
             # A file streamed from disk: send its length rather than chunked encoding,
             # which Salesforce's upload endpoints do not all accept.
             all_headers["Content-Length"] = str(_remaining_length(data))
-        raw = self._manager(url, proxies).request(
-            method,
-            url,
-            body=body,
-            headers=all_headers,
-            timeout=self.timeout,
-            retries=False,  # the session and its callers decide what is retried
-            preload_content=not stream,
-        )
-        return ApiResponse(raw, url)
+        started = time.perf_counter()
+        try:
+            raw = self._manager(url, proxies).request(
+                method,
+                url,
+                body=body,
+                headers=all_headers,
+                timeout=self.timeout,
+                retries=False,  # the session and its callers decide what is retried
+                preload_content=not stream,
+            )
+        except BaseException as exc:
+            self._notify(method, url, started, None, exc, json, data, stream)
+            raise
+        response = ApiResponse(raw, url)
+        self._notify(method, url, started, response, None, json, data, stream)
+        return response
+
+    def _notify(
+        self,
+        method: str,
+        url: str,
+        started: float,
+        response: ApiResponse | None,
+        error: BaseException | None,
+        json: Any,
+        data: Any,
+        stream: bool,
+    ) -> None:
+        if not self.observers:
+            return
+        duration = time.perf_counter() - started
+        for observer in list(self.observers):
+            try:
+                observer.observe(
+                    method,
+                    url,
+                    duration_s=duration,
+                    response=response,
+                    error=error,
+                    json=json,
+                    data=data,
+                    stream=stream,
+                )
+            except Exception as exc:  # a log that fails must never fail the call
+                log.debug("request observer failed: %s", type(exc).__name__)
 
     def close(self) -> None:
         self._direct.clear()

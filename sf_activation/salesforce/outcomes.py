@@ -40,6 +40,49 @@ Salesforce could apply are sent (a create call, a Bulk job's upload). The sync r
 them in its ledger then; an exception raised here stops the send before anything leaves."""
 
 
+# A column mapped to `RecordType.DeveloperName` names each row's record type; the client
+# sends it as `RecordTypeId` (Salesforce cannot look a record type up by name itself).
+RECORD_TYPE_NAME_COLUMN = "RecordType.DeveloperName"
+DUPLICATES_DETECTED = "DUPLICATES_DETECTED"
+
+
+class WriteSwitches(BaseModel):
+    """How Salesforce should treat the records of a send beyond their fields: the model
+    file's `record_type`, `assignment_rules`, `duplicate_rules` and `delete_mode`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # False: no assignment rule; True: the active one; text: that AssignmentRule Id.
+    assignment_rule: bool | str = False
+    allow_save: bool = False  # duplicate rules with an alert let the record be saved
+    hard_delete: bool = False  # Bulk 2.0 hardDelete: records skip the recycle bin
+    record_type_id: str | None = None  # sent as RecordTypeId on insert and upsert
+    record_type_ids: dict[str, str] = Field(default_factory=dict)  # DeveloperName -> Id
+    record_type_names: tuple[str, ...] = ()  # every DeveloperName, for messages
+
+    def rest_headers(self, operation: str) -> dict[str, str]:
+        """Headers of a REST write. Salesforce runs the active assignment rules when
+        `Sforce-Auto-Assign` is absent, so `false` must say FALSE out loud."""
+        if operation == "delete":
+            return {}
+        rule = self.assignment_rule
+        headers = {"Sforce-Auto-Assign": rule if isinstance(rule, str) else str(rule).upper()}
+        if self.allow_save:
+            headers["Sforce-Duplicate-Rule-Header"] = "allowSave=true"
+        return headers
+
+
+def explain_duplicates(message: str | None, rule: str | None = None) -> str:
+    """A DUPLICATES_DETECTED reject's message: Salesforce's text, the rule, the way out."""
+    text = message or "duplicate record detected"
+    if rule:
+        text += f" (duplicate rule {rule})"
+    return (
+        f"{text}; a duplicate rule blocked the save. If these records are meant to exist, "
+        "set duplicate_rules: allow_save in the model file (rules set to Block stay blocked)"
+    )
+
+
 class SendRequest(BaseModel):
     """One object/operation to send, as the model file configures it."""
 
@@ -50,7 +93,10 @@ class SendRequest(BaseModel):
     external_id: str | None = None
     transport: Transport = "composite"
     nulls: Literal["clear", "keep"] = "clear"
+    # Fields whose null goes the other way than `nulls` (a model's `on_null:` per field).
+    field_nulls: dict[str, Literal["clear", "keep"]] = Field(default_factory=dict)
     concurrency: int = Field(default=8, ge=1, le=64)
+    switches: WriteSwitches = Field(default_factory=WriteSwitches)
 
 
 @dataclass(slots=True)

@@ -4,9 +4,11 @@ Building a Python dict per record and serialising it was the largest single cost
 sending through sObject Collections (about a third of the client's CPU per million rows).
 DuckDB writes each record's JSON from the Arrow columns in C++ instead, with the same
 `to_json` that makes the canonical payload the diff hashes, so a call's body is a join of
-strings. The rules are `PayloadLayout`'s: `nulls: clear` writes JSON null, `keep` omits
-the field; a lookup by a parent's external id is a nested relationship object, and a
-null lookup under `clear` empties the reference field itself (ParentId).
+strings. The rules are `PayloadLayout`'s: a null in a field that clears (`nulls: clear`,
+or the field's `on_null: clear`) writes JSON null, one that keeps omits the field; a
+lookup by a parent's external id is a nested relationship object, and a null lookup that
+clears empties the reference field itself (ParentId). A field the row's `OMIT_COLUMN`
+lists is left out of that record (records of one call may differ in their fields).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sf_activation.salesforce.outcomes import FIELDS_JSON_COLUMN
-from sf_activation.salesforce.payload import PayloadLayout
+from sf_activation.salesforce.payload import OMIT_COLUMN, PayloadLayout
 
 
 def _ident(name: str) -> str:
@@ -54,13 +56,21 @@ def _value_sql(column: str, arrow_type: pa.DataType) -> str:
 
 def record_sql(layout: PayloadLayout, schema: pa.Schema, table: str) -> str:
     """One VARCHAR column: the JSON object of each row of `table`."""
+    omits = OMIT_COLUMN in schema.names
+
+    def unless_omitted(column: str, part: str) -> str:
+        if not omits or column == layout.identity:
+            return part
+        return f"CASE WHEN list_contains({_ident(OMIT_COLUMN)}, {_text(column)}) THEN '' ELSE {part} END"
+
     parts = [_text(_attributes(layout.object))]
     for name in layout.fields:
         value = _value_sql(name, schema.field(name).type)
-        if layout.clear_nulls:
-            parts.append(f"{_member(name)} || coalesce({value}, 'null')")
+        if layout.clears(name):
+            part = f"{_member(name)} || coalesce({value}, 'null')"
         else:
-            parts.append(f"coalesce({_member(name)} || {value}, '')")
+            part = f"coalesce({_member(name)} || {value}, '')"
+        parts.append(unless_omitted(name, part))
     plain = {name.lower() for name in layout.fields}
     for lookup in layout.lookups:
         value = _value_sql(lookup.column, schema.field(lookup.column).type)
@@ -70,9 +80,9 @@ def record_sql(layout: PayloadLayout, schema: pa.Schema, table: str) -> str:
         )
         # A lookup by external id cannot be nulled through the relationship; the reference
         # field itself (ParentId) is what empties it, unless the model maps it directly.
-        clear = lookup.reference_field.lower() not in plain and layout.clear_nulls
+        clear = lookup.reference_field.lower() not in plain and layout.clears(lookup.column)
         otherwise = f"{_member(lookup.reference_field)} || 'null'" if clear else "''"
-        parts.append(f"coalesce({nested}, {otherwise})")
+        parts.append(unless_omitted(lookup.column, f"coalesce({nested}, {otherwise})"))
     return f"SELECT {' || '.join(parts)} || '}}' AS record FROM {table}"
 
 
@@ -112,9 +122,9 @@ class RecordEncoder:
         field, nulls to be cleared, no lookup to nest. Prefixing `attributes` is a string
         operation in Arrow, about a tenth of encoding the columns."""
         layout = self.layout
-        if FIELDS_JSON_COLUMN not in batch.schema.names:
-            return None
-        if not layout.clear_nulls or layout.lookups:
+        if FIELDS_JSON_COLUMN not in batch.schema.names or OMIT_COLUMN in batch.schema.names:
+            return None  # records that leave fields out are not the whole payload
+        if not layout.uniform_clear or layout.lookups:
             return None
         texts = batch.column(FIELDS_JSON_COLUMN)
         if texts.null_count or pc.any(pc.equal(texts, "{}")).as_py():

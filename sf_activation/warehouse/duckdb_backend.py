@@ -86,7 +86,9 @@ class DuckDBWarehouse(Warehouse):
                 reader = rel.to_arrow_reader(batch_rows)
                 for batch in reader:
                     yield from rebatch.feed(batch)
-            except duckdb.Error as exc:
+            # A query failing part-way (a cast on row 150,000) surfaces from the Arrow
+            # reader as pyarrow's OSError/ArrowException, not duckdb.Error.
+            except (duckdb.Error, OSError, pa.ArrowException) as exc:
                 raise self._error("query failed", exc) from exc
             yield from rebatch.finish()
         finally:
