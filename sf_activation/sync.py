@@ -219,7 +219,8 @@ class SyncRun:
         if synced_under.check(spec, synced_under.read(self.state), self.state):
             if not self.full_resync:
                 log.warning(
-                    "%s: nulls: changed since the last sync; every row is sent once so "
+                    "%s: nulls: (or a field's on_null:) changed since the last sync; every "
+                    "row is sent once so "
                     "Salesforce holds what the model now says",
                     spec.name,
                 )

@@ -10,7 +10,8 @@ hash (of the values) did not change. So every completed run writes
 
 - a different object or external id is refused before anything is sent, with the way out;
 - a change of null handling re-sends every row once (`full_resync`), so Salesforce ends
-  up holding what the model now says.
+  up holding what the model now says: of `nulls:`, or of the null mode a field ends up
+  with (its `on_null:`, else `nulls:`), which changes no hash either.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class SyncedUnder(BaseModel):
     operation: str
     external_id: str | None = None
     nulls: str
+    # Salesforce field -> the null mode it was sent with (`on_null:`, else `nulls:`), for
+    # every mapped field. None in files written before `on_null:` existed: read as
+    # unchanged, so upgrading does not re-send every model.
+    field_nulls: dict[str, str] | None = None
 
     @classmethod
     def of(cls, spec: ModelSpec) -> SyncedUnder:
@@ -40,7 +45,27 @@ class SyncedUnder(BaseModel):
             operation=spec.operation,
             external_id=spec.external_id,
             nulls=spec.nulls,
+            field_nulls=effective_nulls(spec),
         )
+
+
+def effective_nulls(spec: ModelSpec) -> dict[str, str]:
+    """Each mapped Salesforce field's null mode: its `on_null:`, else the model's `nulls:`."""
+    modes: dict[str, str] = {}
+    for sf_field in spec.fields.values():
+        options = spec.field_options.get(sf_field)
+        on_null = options.on_null if options is not None else None
+        modes[sf_field] = on_null or spec.nulls
+    return modes
+
+
+def field_nulls_changed(recorded: dict[str, str] | None, now: dict[str, str]) -> bool:
+    """Whether a field mapped both then and now has another null mode. A field added since
+    is new to every row's hash anyway; one recorded before field modes were is unchanged."""
+    if recorded is None:
+        return False
+    then = {name.lower(): mode for name, mode in recorded.items()}
+    return any(then.get(name.lower(), mode) != mode for name, mode in now.items())
 
 
 def read(state: StateStore) -> SyncedUnder | None:
@@ -63,7 +88,8 @@ def write(state: StateStore, spec: ModelSpec) -> None:
 
 def check(spec: ModelSpec, recorded: SyncedUnder | None, state: StateStore) -> bool:
     """Raise `ModelError` when the model now targets other records than its state holds;
-    return True when the run must re-send every row (null handling changed)."""
+    return True when the run must re-send every row (null handling changed: `nulls:` or
+    a field's effective `on_null:`)."""
     if recorded is None:
         return False
     now = SyncedUnder.of(spec)
@@ -84,4 +110,6 @@ def check(spec: ModelSpec, recorded: SyncedUnder | None, state: StateStore) -> b
             f"{recorded.external_id}`, or move that state away to match every row again on "
             f"{now.external_id}"
         )
-    return recorded.nulls != now.nulls
+    if recorded.nulls != now.nulls:
+        return True
+    return field_nulls_changed(recorded.field_nulls, now.field_nulls or {})

@@ -140,3 +140,23 @@ def test_rejects_fit_the_terminal_without_cutting_the_code_and_count_what_is_lef
     assert wide[-1] == "7 of 7 rejected rows"
     codes = {line.split()[1] for line in wide[2:-1] if line.startswith("R-")}
     assert codes == {"DUPLICATE_PRIMARY_KEY", "STRING_TOO_LONG", "INVALID_FIELD"}
+
+
+def test_the_demo_names_the_model_of_each_reject_and_splits_what_it_sent() -> None:
+    from sf_activation.demo import ModelResult, print_table, reject_lines
+
+    results = [
+        ModelResult("contacts", codes={"INVALID_EMAIL_ADDRESS": 3, "DUPLICATE_PRIMARY_KEY": 2}),
+        ModelResult("prospect_leads", codes={"INVALID_EMAIL_ADDRESS": 2}),
+    ]
+    assert reject_lines(results) == [
+        "  contacts: DUPLICATE_PRIMARY_KEY (2): a contact id that appears twice: neither row "
+        "is sent",
+        "  contacts: INVALID_EMAIL_ADDRESS (3): an email that is not an address (made so on "
+        "purpose)",
+        "  prospect_leads: INVALID_EMAIL_ADDRESS (2): an email that is not an address (made "
+        "so on purpose)",
+    ]
+    sent = ModelResult("contacts", rows=40_001, sent=402, added=0, changed=399, retried=3)
+    print_table([sent])  # the columns exist and add up: sent = added + changed + retried
+    assert sent.sent == sent.added + sent.changed + sent.retried

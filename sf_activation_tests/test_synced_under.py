@@ -5,6 +5,7 @@ silently sends to the wrong place. Real command, emulator over HTTPS, DuckDB war
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from sf_activation_tests.support.emulator import EmulatorHandle
@@ -81,3 +82,44 @@ def test_moving_a_model_to_another_object_is_refused_before_anything_is_sent(
     assert plan.returncode == 2 and "object: is Contact" in plan.stderr
     _model(ws)  # restored: the mirror goes on where it was
     assert ws.sync("m")["deleted"] == 1
+
+
+def test_changing_a_fields_on_null_resends_every_row_once(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    ws = Workspace(tmp_path / "ws", emulator)
+    _accounts(ws)
+    revenue = "  revenue: {{field: AnnualRevenue, on_null: {mode}}}\n"
+    body = MODEL.format(object="Account", nulls="clear", fields="  name: Name\n{fields}")
+    ws.model("m", body.format(fields=revenue.format(mode="keep")))
+    ws.sync("m")
+    ws.sql("UPDATE accounts SET revenue = NULL WHERE account_id = 'A-3'")
+    assert ws.sync("m")["changed"] == 1
+    assert float(ws.records_by("Account")["A-3"]["AnnualRevenue"]) == 30.0  # kept
+    ws.model("m", body.format(fields=revenue.format(mode="clear")))
+    cleared = ws.sync("m")
+    assert cleared["full_resync"] and cleared["sent"] == 20, cleared
+    assert ws.records_by("Account")["A-3"]["AnnualRevenue"] is None
+    assert ws.sync("m")["sent"] == 0  # once, not every run
+
+
+def test_a_synced_under_file_from_before_on_null_reads_as_unchanged(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    ws = Workspace(tmp_path / "ws", emulator)
+    _accounts(ws)
+    ws.model(
+        "m",
+        MODEL.format(
+            object="Account",
+            nulls="clear",
+            fields="  name: Name\n  revenue: {field: AnnualRevenue, on_null: keep}\n",
+        ),
+    )
+    ws.sync("m")
+    (path,) = Path(ws.state_url).glob("**/synced_under.json")
+    old = json.loads(path.read_text())
+    del old["field_nulls"]  # as written before field null modes were recorded
+    path.write_text(json.dumps(old))
+    again = ws.sync("m")
+    assert not again["full_resync"] and again["sent"] == 0, again

@@ -469,6 +469,9 @@ class BulkIngest:
         unknown = self.org.unknown_fields(job.object, header)
         if unknown:
             return f"InvalidBatch : Field name not found : {unknown[0]}"
+        typed = self._typed_non_polymorphic(job, header)
+        if typed:
+            return f"InvalidBatch : type is not needed for non polymorphic foreign key references: {typed}"
         ext = job.external_id_field
         # Upsert on Id without an Id column inserts every row: the docs' way to force a
         # create is the Id "external id" left empty ("Upsert", Mobile SDK / REST: "set the
@@ -481,15 +484,31 @@ class BulkIngest:
         # A missing Id column on update/delete fails each record (MISSING_ARGUMENT), not the job.
         return None
 
+    def _typed_non_polymorphic(self, job: BulkJob, header: list[str]) -> str | None:
+        """The relationship of a `Type:Rel.Field` header whose field takes one object: a
+        real org fails the job for it rather than ignore the type."""
+        schema = self.org.schema(job.object)
+        for name in header:
+            head, dot, _ = name.partition(".")
+            _, colon, rel = head.rpartition(":")
+            ref = schema.relationships.get(rel.lower()) if dot and colon and schema else None
+            if ref is not None and len(ref.reference_to) <= 1:
+                return rel
+        return None
+
     @staticmethod
     def _row_builder(job: BulkJob, header: list[str]) -> Callable[[list[str]], dict[str, Any]]:
         """A fast row → record function: `#N/A` is null, empty is omitted, `A.B` nests."""
         plain: list[tuple[int, str]] = []
-        nested: list[tuple[int, str, str]] = []
+        nested: list[tuple[int, str, str, dict[str, Any]]] = []
         for i, name in enumerate(header):
             if "." in name:
                 rel, _, target = name.partition(".")
-                nested.append((i, rel, target))
+                # `Account:What.External_Id__c`: a polymorphic lookup names the parent's
+                # object first; it becomes the JSON form's `attributes.type`.
+                kind, colon, rel = rel.rpartition(":")
+                opening = {"attributes": {"type": kind}} if colon else {}
+                nested.append((i, rel, target, opening))
             else:
                 plain.append((i, name))
 
@@ -499,10 +518,10 @@ class BulkIngest:
                 value = row[i]
                 if value:
                     record[name] = None if value == NULL_MARKER else value
-            for i, rel, target in nested:
+            for i, rel, target, opening in nested:
                 value = row[i]
                 if value:
-                    record[rel] = {target: None if value == NULL_MARKER else value}
+                    record[rel] = {**opening, target: None if value == NULL_MARKER else value}
             return record
 
         return build

@@ -215,8 +215,16 @@ class Org:
         for name in names:
             if "." in name:
                 rel, _, target_field = name.partition(".")
+                # Bulk's polymorphic header: `ObjectType:RelationshipName.IndexedFieldName`
+                # (Account:What.External_Id__c). A type the field does not take is refused
+                # per record (`_resolve_lookup`), as over REST.
+                kind, colon, rel = rel.rpartition(":")
                 ref = schema.relationships.get(rel.lower())
-                target = self.schema(ref.reference_to[0]) if ref and ref.reference_to else None
+                if colon and ref is not None:
+                    kind = next((t for t in ref.reference_to if t.lower() == kind.lower()), "")
+                    target = self.schema(kind) if kind else None
+                else:
+                    target = self.schema(ref.reference_to[0]) if ref and ref.reference_to else None
                 if ref is None or (target is not None and target.field(target_field) is None):
                     unknown.append(name)
             elif schema.field(name) is None:
@@ -502,6 +510,19 @@ class Org:
     def _resolve_lookup(self, rel: FieldInfo, value: dict[str, Any], csv: bool) -> str | None:
         attributes = value.get("attributes") or {}
         target_name = attributes.get("type") if isinstance(attributes, dict) else None
+        if target_name and rel.reference_to:
+            # A polymorphic lookup names its parent's object (`"What": {"attributes":
+            # {"type": "Account"}, …}`; Bulk: `Account:What.…`); one the field cannot
+            # point at is the record's error, as a wrong-type Id is for a reference field.
+            known = next((t for t in rel.reference_to if t.lower() == target_name.lower()), None)
+            if known is None:
+                raise RecordError(
+                    "INVALID_FIELD",
+                    f"Invalid type {target_name} for the foreign key relationship "
+                    f"{rel.relationship_name}; it takes: {', '.join(rel.reference_to)}",
+                    [rel.name],
+                )
+            target_name = known
         target_name = target_name or (rel.reference_to[0] if rel.reference_to else None)
         target = self.schema(target_name) if target_name else None
         entries = [(k, v) for k, v in value.items() if k != "attributes"]

@@ -141,7 +141,7 @@ class JobInfo(BaseModel):
 def csv_header(layout: PayloadLayout) -> list[str]:
     """Columns of the job's CSV: plain fields, lookups, then the reference fields that
     `nulls: clear` empties when a lookup is null (ParentId for Parent.External_Id__c)."""
-    header = list(layout.fields) + [lk.column for lk in layout.lookups]
+    header = list(layout.fields) + [lk.csv_header for lk in layout.lookups]
     if any(layout.clears(lk.column) for lk in layout.lookups):
         present = {h.lower() for h in header}
         for lk in layout.lookups:

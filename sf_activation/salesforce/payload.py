@@ -28,10 +28,23 @@ OMIT_COLUMN = "__omit_fields"
 
 @dataclass(frozen=True)
 class Lookup:
-    column: str  # e.g. Parent.External_Id__c
+    column: str  # e.g. Parent.External_Id__c, or What:Account.External_Id__c
     relationship: str  # Parent
     parent_field: str  # External_Id__c
     reference_field: str  # ParentId: what `nulls: clear` empties
+    # The parent's object for a polymorphic lookup (What:Account.…): Salesforce cannot
+    # tell which object's External ID is meant unless the record names it.
+    parent_object: str | None = None
+
+    @property
+    def csv_header(self) -> str:
+        """The Bulk CSV column: `RelationshipName.IndexedFieldName`, and for a polymorphic
+        field `ObjectType:RelationshipName.IndexedFieldName` (`Account:What.External_Id__c`:
+        object first, unlike the model file's spelling), per "Relationship Fields in a
+        Header Row (2.0)", https://developer.salesforce.com/docs/platform/api-asynch/guide/relationship-fields-in-a-header-row-2-0.html"""
+        if self.parent_object is None:
+            return self.column
+        return f"{self.parent_object}:{self.relationship}.{self.parent_field}"
 
 
 @dataclass(frozen=True)
@@ -79,9 +92,16 @@ class PayloadLayout:
         for column in columns:
             if "." in column:
                 relationship, _, parent_field = column.partition(".")
+                # `What:Account.External_Id__c` (models.py SF_POLYMORPHIC_RE): the same
+                # lookup, with the parent's object named.
+                relationship, _, parent_object = relationship.partition(":")
                 reference = describe.relationship(relationship)
                 reference_field = reference.name if reference else relationship + "Id"
-                lookups.append(Lookup(column, relationship, parent_field, reference_field))
+                lookups.append(
+                    Lookup(
+                        column, relationship, parent_field, reference_field, parent_object or None
+                    )
+                )
             else:
                 plain.append(column)
         clear = request.nulls == "clear"
@@ -138,10 +158,12 @@ def blank_omitted(
     if OMIT_COLUMN not in batch.schema.names:
         return cells
     by_reference = {lk.reference_field: lk.column for lk in layout.lookups}
-    named = len(layout.fields) + len(layout.lookups)
+    # The header spells a polymorphic lookup the Bulk way (Lookup.csv_header), so the
+    # source column of a field or lookup cell is found by position, not by name.
+    named = [*layout.fields, *(lk.column for lk in layout.lookups)]
     out: list[pa.Array] = []
     for i, (name, cell) in enumerate(zip(header, cells, strict=True)):
-        source = name if i < named else by_reference.get(name, name)
+        source = named[i] if i < len(named) else by_reference.get(name, name)
         mask = omitted_mask(layout, batch, source)
         out.append(cell if mask is None else pc.if_else(mask, "", cell))
     return out

@@ -5,7 +5,9 @@ as well as its External ID field. Salesforce spells it differently per transport
 REST JSON nests `"What": {"attributes": {"type": "Account"}, "External_Id__c": "…"}`, and
 Bulk CSV headers read `ObjectType:RelationshipName.IndexedFieldName`
 (`Account:What.External_Id__c`). The model file says `Relationship:Object.Field`, which
-reads like the JSON (relationship first) and parses unambiguously.
+reads like the JSON (relationship first) and parses unambiguously. Both wire forms are
+written by the one lookup encoder: payload.Lookup (its `parent_object`, `csv_header`) and
+record_json.record_sql.
 """
 
 from __future__ import annotations
@@ -18,10 +20,6 @@ class Polymorphic(NamedTuple):
     relationship: str  # What
     object: str  # Account
     field: str  # External_Id__c
-
-    @property
-    def csv_header(self) -> str:
-        return f"{self.object}:{self.relationship}.{self.field}"
 
 
 def parse(column: str) -> Polymorphic | None:
@@ -77,15 +75,3 @@ def check(
             f"{poly.object}.{target.name} is not an External ID field, so it cannot be "
             "used to find the parent record",
         )
-
-
-def fix_json(record: str, polys: list[Polymorphic]) -> str:
-    """A record encoded with `What:Account` as its relationship name, in REST's form:
-    the relationship nested with its type, and a cleared reference as `WhatId`."""
-    for poly in polys:
-        head = f"{poly.relationship}:{poly.object}"
-        record = record.replace(
-            f'"{head}":{{', f'"{poly.relationship}":{{"attributes":{{"type":"{poly.object}"}},'
-        )
-        record = record.replace(f'"{head}Id":', f'"{poly.relationship}Id":')
-    return record

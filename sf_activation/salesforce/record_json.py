@@ -6,7 +6,8 @@ DuckDB writes each record's JSON from the Arrow columns in C++ instead, with the
 `to_json` that makes the canonical payload the diff hashes, so a call's body is a join of
 strings. The rules are `PayloadLayout`'s: a null in a field that clears (`nulls: clear`,
 or the field's `on_null: clear`) writes JSON null, one that keeps omits the field; a
-lookup by a parent's external id is a nested relationship object, and a null lookup that
+lookup by a parent's external id is a nested relationship object (with the parent's
+`attributes.type` when the lookup is polymorphic), and a null lookup that
 clears empties the reference field itself (ParentId). A field the row's `OMIT_COLUMN`
 lists is left out of that record (records of one call may differ in their fields).
 """
@@ -74,8 +75,11 @@ def record_sql(layout: PayloadLayout, schema: pa.Schema, table: str) -> str:
     plain = {name.lower() for name in layout.fields}
     for lookup in layout.lookups:
         value = _value_sql(lookup.column, schema.field(lookup.column).type)
+        # A polymorphic lookup names its parent's object, as REST documents:
+        # `"What":{"attributes":{"type":"Account"},"External_Id__c":"A-1"}`.
+        opening = _attributes(lookup.parent_object) + "," if lookup.parent_object else "{"
         nested = (
-            f"{_member(lookup.relationship)} || '{{' || "
+            f"{_member(lookup.relationship)} || {_text(opening)} || "
             f"{_text(json.dumps(lookup.parent_field) + ':')} || {value} || '}}'"
         )
         # A lookup by external id cannot be nulled through the relationship; the reference
