@@ -36,7 +36,9 @@ def _log(ws: Workspace) -> list[dict]:
     assert files, "no sync log written"
     con = duckdb.connect()
     paths = ", ".join(f"'{f}'" for f in files)
-    rows = con.sql(f"SELECT * FROM read_parquet([{paths}]) ORDER BY logged_at, primary_key").fetchall()
+    rows = con.sql(
+        f"SELECT * FROM read_parquet([{paths}]) ORDER BY logged_at, primary_key"
+    ).fetchall()
     names = [d[0] for d in con.sql(f"SELECT * FROM read_parquet([{paths}]) LIMIT 0").description]
     return [dict(zip(names, r, strict=True)) for r in rows]
 
