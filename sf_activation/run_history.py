@@ -275,8 +275,10 @@ class RunRecorder:
             summary.run_record_url = url
             return url
         except Exception as exc:
-            # Never masks the run's own error, nor fails a run that succeeded.
-            log.warning("%s: could not write the run record: %s", run.spec.name, exc)
+            # Never masks the run's own error, nor fails a run that succeeded. A run that
+            # already failed (often on the same store) says so in its own one line.
+            level = logging.DEBUG if error is not None else logging.WARNING
+            log.log(level, "%s: could not write the run record: %s", run.spec.name, exc)
             return None
 
 
