@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,22 @@ def _skip_pandas() -> None:
     skip_pandas_probe()
 
 
+def _report_to_dagster(spec: Any, summary: Any) -> None:
+    """Show this CLI run on the asset page of the Dagster instance in DAGSTER_HOME. Only
+    then is dagster imported; a failure to report is one warning, never a failed sync."""
+    try:
+        from sf_activation.dagster.cli_report import report_cli_sync
+
+        report_cli_sync(spec, summary)
+    except Exception as exc:  # the sync itself is done and saved
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(
+            f"sf-activation: warning: could not record the run on the Dagster instance in "
+            f"DAGSTER_HOME ({first}); the sync itself is saved",
+            file=sys.stderr,
+        )
+
+
 def _cmd_plan_or_sync(args: argparse.Namespace, settings: Any) -> int:
     _skip_pandas()
     from sf_activation.sync import SyncRun
@@ -266,6 +283,8 @@ def _cmd_plan_or_sync(args: argparse.Namespace, settings: Any) -> int:
         _print_summary(summary, "synced")
         if window is not None:
             print(f"  window: {window} (of {spec.partition_by.column})")
+    if args.command == "sync" and os.environ.get("DAGSTER_HOME"):
+        _report_to_dagster(spec, summary)
     if summary.stopped == "unreachable":
         # Confirmed rows are saved; the rest stay pending. A scheduler must see this run
         # did not finish its work.

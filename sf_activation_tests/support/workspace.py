@@ -46,7 +46,8 @@ class Workspace:
         self.env: dict[str, str] = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("SALESFORCE_", "SF_ACTIVATION_"))
+            # DAGSTER_HOME too: a CLI sync reports to that instance (tests opt in).
+            if not k.startswith(("SALESFORCE_", "SF_ACTIVATION_")) and k != "DAGSTER_HOME"
         }
         self.env.update(
             {
