@@ -58,6 +58,21 @@ _RESULT_KINDS = {
 }
 
 
+def csv_format(body: dict[str, Any]) -> tuple[str, str, str]:
+    """A Bulk 2.0 job's (contentType, lineEnding, columnDelimiter), defaulted and checked as
+    Salesforce does for ingest and query jobs alike (400 INVALIDJOB otherwise)."""
+    content_type = body.get("contentType") or "CSV"
+    line_ending = body.get("lineEnding") or "LF"
+    delimiter = body.get("columnDelimiter") or "COMMA"
+    if content_type != "CSV":
+        raise ApiError(400, "INVALIDJOB", f"InvalidJob : Unsupported content type: {content_type}")
+    if line_ending not in LINE_ENDINGS:
+        raise ApiError(400, "INVALIDJOB", f"InvalidJob : Invalid line ending: {line_ending}")
+    if delimiter not in DELIMITERS:
+        raise ApiError(400, "INVALIDJOB", f"InvalidJob : Invalid column delimiter: {delimiter}")
+    return content_type, line_ending, delimiter
+
+
 @dataclass
 class BulkSettings:
     """Knobs the app passes in; read on every job, so faults may change them live."""
@@ -210,17 +225,7 @@ class BulkIngest:
             raise ApiError(
                 400, "INVALIDJOB", f"InvalidJob : sObject type '{object_name}' is not supported."
             )
-        content_type = body.get("contentType") or "CSV"
-        line_ending = body.get("lineEnding") or "LF"
-        delimiter = body.get("columnDelimiter") or "COMMA"
-        if content_type != "CSV":
-            raise ApiError(
-                400, "INVALIDJOB", f"InvalidJob : Unsupported content type: {content_type}"
-            )
-        if line_ending not in LINE_ENDINGS:
-            raise ApiError(400, "INVALIDJOB", f"InvalidJob : Invalid line ending: {line_ending}")
-        if delimiter not in DELIMITERS:
-            raise ApiError(400, "INVALIDJOB", f"InvalidJob : Invalid column delimiter: {delimiter}")
+        content_type, line_ending, delimiter = csv_format(body)
         ext = body.get("externalIdFieldName")
         if operation == "upsert":
             if not ext:

@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sf_activation.emulator import ids, soql
-from sf_activation.emulator.bulk import DELIMITERS, LINE_ENDINGS, BulkSettings
+from sf_activation.emulator.bulk import DELIMITERS, BulkSettings, csv_format
 from sf_activation.emulator.org import Org, UnknownObjectError
 from sf_activation.emulator.responses import ApiError, json_response, read_json
 
@@ -264,17 +264,7 @@ class BulkQueryJobs:
             raise ApiError(400, "INVALIDJOB", f"InvalidJob : Invalid job operation: {operation}")
         if not isinstance(text, str) or not text.strip():
             raise ApiError(400, "INVALIDJOB", "InvalidJob : The query is required")
-        content_type = body.get("contentType") or "CSV"
-        line_ending = body.get("lineEnding") or "LF"
-        delimiter = body.get("columnDelimiter") or "COMMA"
-        if content_type != "CSV":
-            raise ApiError(
-                400, "INVALIDJOB", f"InvalidJob : Unsupported content type: {content_type}"
-            )
-        if line_ending not in LINE_ENDINGS:
-            raise ApiError(400, "INVALIDJOB", f"InvalidJob : Invalid line ending: {line_ending}")
-        if delimiter not in DELIMITERS:
-            raise ApiError(400, "INVALIDJOB", f"InvalidJob : Invalid column delimiter: {delimiter}")
+        content_type, line_ending, delimiter = csv_format(body)
         # The query runs when the job is created: a query the org cannot run is a 400 on
         # the POST, as on a real org, and the rows are those of that moment. The worker
         # only walks the job through InProgress (for `bulk_seconds`, when set).
