@@ -38,6 +38,7 @@ from sf_activation.state import (
     _sql_str,
     empty_state,
 )
+from sf_activation.warehouse_diff import WAREHOUSE_COLUMNS
 
 META_COLUMNS = ("__pk", "__error_code", "__error_message")
 CLASSES = ("invalid", "added", "changed", "unchanged", "pending", "removed")
@@ -358,6 +359,31 @@ class Plan:
         )
 
     @property
+    def warehouse_full(self) -> bool | None:
+        """Under the warehouse engine, whether every row was read (its write-back then
+        rebuilds the warehouse's table); None for a plan of the local engine. Read from
+        the plan's own tables, so a staged plan knows too."""
+        cur = self._con.cursor()
+        try:
+            found = cur.sql(
+                "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'warehouse_engine'"
+            ).fetchall()[0][0]
+            if not found:
+                return None
+            return bool(cur.sql("SELECT read_all FROM warehouse_engine").fetchall()[0][0])
+        finally:
+            cur.close()
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        return self._con
+
+    @property
+    def state_key_column(self) -> str:
+        """`src`'s column holding each row's key as state keeps it."""
+        return self._state_key
+
+    @property
     def database(self) -> Path:
         """The plan's DuckDB file, complete on disk (checkpointed): what is staged."""
         self._con.execute("CHECKPOINT")
@@ -466,7 +492,8 @@ def _source_reader(
 
 
 def _field_names(schema: pa.Schema) -> list[str]:
-    return [n for n in schema.names if n not in META_COLUMNS]
+    # The warehouse engine's own columns ride along in `src` for its write-back.
+    return [n for n in schema.names if n not in META_COLUMNS and n not in WAREHOUSE_COLUMNS]
 
 
 def plan_changes(
@@ -485,6 +512,9 @@ def plan_changes(
     redact: Iterable[str] = (),
     multi_select: Iterable[str] = (),
     previous_payloads: bool = False,
+    unchanged_elsewhere: int = 0,
+    removed_candidates: pa.Table | None = None,
+    warehouse_full: bool | None = None,
 ) -> Plan:
     """Diff this run's rows against the state and return the :class:`Plan`.
 
@@ -503,6 +533,12 @@ def plan_changes(
     ``previous_payloads`` (`send_fields: changed`) keeps the payload state recorded for each
     changed row (table ``sent_before``), so :meth:`Plan.iter_to_send` can tell which of its
     fields changed (``__omit_fields``: the ones that did not).
+
+    The warehouse engine (`sf_activation.warehouse_diff`) passes only the rows it could not
+    show unchanged: ``unchanged_elsewhere`` counts the others (unchanged, never sent), and
+    ``removed_candidates`` (pk, superseded) names the only state keys whose rows may have
+    left the model (mirror); None means ``source`` holds every row. ``warehouse_full``
+    (not None under that engine) is recorded in the plan for its write-back.
     """
     work_dir = Path(work_dir)
     db_dir = work_dir / f"plan-{uuid.uuid4().hex[:12]}"
@@ -520,6 +556,9 @@ def plan_changes(
         reader, fields = _source_reader(source, schema)
         decimals = decimal_fields(reader.schema)
         field_cols = "".join(f", {_q(f)}" for f in fields)
+        field_cols += "".join(
+            f", {_q(c)}::VARCHAR AS {_q(c)}" for c in WAREHOUSE_COLUMNS if c in reader.schema.names
+        )
         con.register("src_reader", reader)
         # A model whose state keeps digests of its keys (its key is redacted) joins by
         # digest: computed here in SQL, once per row, beside the key (which the run still
@@ -553,10 +592,36 @@ def plan_changes(
             )
             if match_field is not None and match_field not in fields:
                 match_field = None
-            _classify(con, detect_removed, match_field, match_case_sensitive, state_key=spk)
+            if removed_candidates is not None:
+                con.register("wh_removed_in", removed_candidates)
+                con.execute(
+                    "CREATE TABLE wh_removed AS SELECT pk::VARCHAR AS pk, "
+                    "max(superseded)::INTEGER AS superseded FROM wh_removed_in GROUP BY 1"
+                )
+                con.unregister("wh_removed_in")
+            _classify(
+                con,
+                detect_removed,
+                match_field,
+                match_case_sensitive,
+                state_key=spk,
+                partial=removed_candidates is not None,
+            )
             _supersede(
                 con, state_sql, match_field if detect_removed else None, match_case_sensitive
             )
+            if removed_candidates is not None and detect_removed:
+                # Keys the warehouse saw leave while a current row carries their record's
+                # match key: forgotten, never deleted.
+                con.execute(
+                    f"""
+                    INSERT INTO superseded
+                    SELECT st.pk, st.sf_id FROM st JOIN wh_removed w ON w.pk = st.pk
+                    WHERE w.superseded = 1 AND st.sf_id IS NOT NULL
+                      AND NOT EXISTS (SELECT 1 FROM src WHERE src.{spk} = st.pk)
+                      AND st.pk NOT IN (SELECT __pk FROM superseded)
+                    """
+                )
             # Previous payloads of the first rows a human will be shown (sample_changes).
             con.execute(
                 f"""
@@ -589,11 +654,18 @@ def plan_changes(
         counts = dict.fromkeys(("rows", *CLASSES), 0)
         for cls, n in con.sql("SELECT __class, count(*) FROM planned GROUP BY ALL").fetchall():
             counts[cls] = n
+        # Rows the warehouse engine kept back: unchanged, never fetched.
+        counts["unchanged"] += int(unchanged_elsewhere)
         counts["rows"] = sum(counts[c] for c in CLASSES if c != "removed")
         counts["removed"] = con.sql("SELECT count(*) FROM removed").fetchall()[0][0]
         counts["superseded"] = con.sql("SELECT count(*) FROM superseded").fetchall()[0][0]
         counts["state_rows"] = state_rows
         counts["state_synced"] = synced
+        if warehouse_full is not None:
+            con.execute(
+                "CREATE TABLE warehouse_engine AS SELECT ?::BOOLEAN AS read_all, ?::BIGINT AS unchanged",
+                [bool(warehouse_full), int(unchanged_elsewhere)],
+            )
         con.execute("CHECKPOINT")
     except BaseException:
         con.close()
@@ -642,8 +714,12 @@ def _classify(
     case_sensitive: bool = False,
     *,
     state_key: str = "__pk",
+    partial: bool = False,
 ) -> None:
     """Tables ``planned`` (one row per source row: class, error, sf_id) and ``removed``.
+
+    ``partial``: ``src`` holds only the rows the warehouse engine fetched; a record is
+    removed only when the warehouse named its key as gone (table ``wh_removed``).
 
     ``state_key`` is the source column state's keys are compared with (the digest when
     state keeps digests); duplicates are found by the key itself, the same rows.
@@ -716,6 +792,8 @@ def _classify(
     # Removed: records known to exist in Salesforce (an sf_id recorded by an earlier
     # sync; a later rejected update keeps it) whose key no longer appears at all.
     removed_where = "st.sf_id IS NOT NULL" if detect_removed else "FALSE"
+    if detect_removed and partial:
+        removed_where += " AND st.pk IN (SELECT pk FROM wh_removed WHERE superseded = 0)"
     con.execute(
         f"""
         CREATE TABLE removed AS

@@ -46,6 +46,7 @@ SF_POLYMORPHIC_RE = re.compile(
 )
 DUPLICATE_RULES = ("enforce", "allow_save")
 DELETE_MODES = ("soft", "hard")
+DIFF_ENGINES = ("local", "warehouse")
 
 # Salesforce's concurrent long-running request limit per org is 25; more than that
 # from one model would only earn REQUEST_LIMIT_EXCEEDED.
@@ -112,6 +113,9 @@ class ModelFile(BaseModel):
     assignment_rules: bool | str = False
     duplicate_rules: Literal["enforce", "allow_save"] = "enforce"
     delete_mode: Literal["soft", "hard"] = "soft"
+    # Where the diff runs (sf_activation/warehouse_diff.py); unset: `warehouse` when
+    # SF_ACTIVATION_WAREHOUSE_STATE_SCHEMA is set, else `local`.
+    diff: Literal["local", "warehouse"] | None = None
 
 
 class ModelSpec(BaseModel):
@@ -148,6 +152,7 @@ class ModelSpec(BaseModel):
     assignment_rules: bool | str = False
     duplicate_rules: Literal["enforce", "allow_save"] = "enforce"
     delete_mode: Literal["soft", "hard"] = "soft"
+    diff: Literal["local", "warehouse"] | None = None
 
     @property
     def write_operation(self) -> Literal["insert", "update", "upsert", "delete"]:
@@ -277,6 +282,7 @@ def _pydantic_problems(where: str, exc: ValidationError) -> list[str]:
                 "send_fields": SEND_FIELDS,
                 "duplicate_rules": DUPLICATE_RULES,
                 "delete_mode": DELETE_MODES,
+                "diff": DIFF_ENGINES,
             }.get(key)
             allowed_text = ", ".join(allowed) if allowed else err.get("ctx", {}).get("expected", "")
             # YAML reads a bare on/off/yes/no as true/false: say so, the file shows no True.
@@ -547,6 +553,7 @@ def load_model(path: Path | str) -> ModelSpec:
         assignment_rules=mf.assignment_rules,
         duplicate_rules=mf.duplicate_rules,
         delete_mode=mf.delete_mode,
+        diff=mf.diff,
     )
 
 

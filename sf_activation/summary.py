@@ -71,6 +71,12 @@ class SyncSummary:
     to_send: int = 0
     invalid_codes: dict[str, int] = field(default_factory=dict)
     invalid_keys: dict[str, list[Any]] = field(default_factory=dict)
+    # Where the diff ran: "local" (every row read into DuckDB here) or "warehouse"
+    # (sf_activation/warehouse_diff.py); rows the plan read from the warehouse, and why
+    # the warehouse engine read every row this time (None: only the changed ones).
+    diff_engine: str = "local"
+    rows_fetched: int = 0
+    full_read_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

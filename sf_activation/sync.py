@@ -69,7 +69,8 @@ from sf_activation.state import StateStore
 from sf_activation.summary import SyncSummary
 from sf_activation.sync_log import SyncLog
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
-from sf_activation.warehouse import Warehouse
+from sf_activation.warehouse import DEFAULT_BATCH_ROWS, Warehouse
+from sf_activation.warehouse_diff import WAREHOUSE_COLUMNS, WarehouseDiff, WarehouseDiffError
 
 log = logging.getLogger(__name__)
 
@@ -248,24 +249,52 @@ class SyncRun:
             # DuckDB reads these batches itself and wraps an error raised while it does in
             # its own, with the Python traceback in the text: the original is kept here.
             source_errors = self._source_errors
+            engine = self._warehouse_engine(warehouse, describe)
+            delta: dict[str, Any] = {}
+            if engine is None:
+                raw: Iterable[pa.RecordBatch] = warehouse.iter_batches(spec.sql_text)
+            else:
+                engine.prepare()
+                reason = engine.in_step(self.state, self.full_resync)
+                full = reason is not None
+                if full:
+                    log.info("%s: the warehouse diff reads every row this run: %s",
+                             spec.name, reason)  # fmt: skip
+                self.summary.full_read_reason = reason
+                raw = engine.iter_rows(full, DEFAULT_BATCH_ROWS)
+                delta = {
+                    "unchanged_elsewhere": 0 if full else engine.count_unchanged(),
+                    "removed_candidates": (
+                        engine.removed() if not full and spec.operation == "mirror" else None
+                    ),
+                    "warehouse_full": full,
+                }
 
             def coerced() -> Iterator[pa.RecordBatch]:
                 nonlocal rows_read
                 try:
-                    for batch in warehouse.iter_batches(spec.sql_text):
+                    for batch in raw:
                         kill_point("plan_batch")  # test hook
                         rows_read += batch.num_rows
                         self.progress("plan", rows_read, 0)
-                        yield coerce_batch(
+                        out = coerce_batch(
                             batch,
                             primary_key=spec.primary_key,
                             field_map=spec.fields,
                             describe=describe,
                         )
+                        if engine is not None:  # its columns ride along for the write-back
+                            for name in WAREHOUSE_COLUMNS:
+                                out = out.append_column(name, batch.column(name).cast(pa.string()))
+                        yield out
                 except Exception as exc:
                     source_errors.append(exc)
                     raise
 
+            schema = output_schema(spec.fields, describe)
+            if engine is not None:
+                for name in WAREHOUSE_COLUMNS:
+                    schema = schema.append(pa.field(name, pa.string()))
             plan = plan_changes(
                 coerced(),
                 self.state,
@@ -273,7 +302,7 @@ class SyncRun:
                 work_dir=self.work_dir,
                 memory_limit=self.settings.plan_memory,
                 detect_removed=spec.operation == "mirror",
-                schema=output_schema(spec.fields, describe),
+                schema=schema,
                 match_field=self._match_field(),
                 redact=spec.redact,
                 match_case_sensitive=_case_sensitive(describe, spec.external_id),
@@ -283,8 +312,55 @@ class SyncRun:
                     if (field := describe.field(name)) is not None and field.type == "multipicklist"
                 ],
                 previous_payloads=spec.send_fields == "changed",
+                **delta,
             )
+            self.summary.rows_fetched = rows_read
         return plan
+
+    def _warehouse_engine(self, warehouse: Warehouse, describe: Any) -> WarehouseDiff | None:
+        """The warehouse diff engine for this model, or None for the local one."""
+        spec = self.spec
+        schema = self.settings.warehouse_state_schema
+        chosen = spec.diff or ("warehouse" if schema else "local")
+        self.summary.diff_engine = chosen
+        if chosen == "local":
+            return None
+        if schema is None:
+            raise WarehouseDiffError(
+                f"{spec.display_path}: diff: warehouse needs SF_ACTIVATION_WAREHOUSE_STATE_SCHEMA, "
+                "the schema (BigQuery: dataset) sf_activation may create its tables in; set it, "
+                "or set diff: local"
+            )
+        if spec.partition_by is not None:
+            # Each window is its own query; windows are already the way to read less.
+            log.info("%s: partitioned models diff locally, window by window", spec.name)
+            self.summary.diff_engine = "local"
+            return None
+        return WarehouseDiff(
+            warehouse,
+            schema,
+            spec,
+            describe,
+            columns=spec.columns,
+            match_field=self._match_field(),
+            match_case_sensitive=_case_sensitive(describe, spec.external_id),
+        )
+
+    def _write_back(self, plan: Plan) -> None:
+        """Bring the warehouse engine's table in step with the state after the sends."""
+        full = plan.warehouse_full
+        if full is None:
+            return
+        describe = self.client.describe(self.spec.object)
+        with Warehouse.from_url(self.settings.warehouse_url.get_secret_value()) as warehouse:
+            engine = self._warehouse_engine(warehouse, describe)
+            if engine is None:
+                return
+            written = engine.write_back(
+                plan.connection, self.state, full=full, state_key=plan.state_key_column
+            )
+        log.info("%s: warehouse diff table %s updated (%d rows)",
+                 self.spec.name, engine.state_table, written)  # fmt: skip
 
     def _write_switches(self) -> WriteSwitches:
         """record_type / assignment_rules / duplicate_rules / delete_mode as the client
@@ -553,6 +629,9 @@ class SyncRun:
                 if self.spec.operation == "mirror" and not self.stop.is_set():
                     self._delete_removed(plan, settler)
             ledger_pass.explain(sink)
+            if not self.stop.is_set():
+                # After the sends' commits, before the plan goes: what the next plan reads.
+                self._write_back(plan)
             # Rejects are published before the state is compacted: if the store cannot be
             # written the run fails, and the rejected rows stay pending for the next run.
             self.summary.rejects_url = sink.publish()

@@ -73,7 +73,13 @@ def sync_metadata(summary: SyncSummary) -> dict[str, Any]:
         "plan_source": dg.MetadataValue.text(summary.plan_source),
         # Children whose parent record had not landed yet: pending, not rejected.
         "held": dg.MetadataValue.int(summary.held),
+        # local | warehouse (docs/warehouses.md, "The warehouse diff engine"), and the
+        # rows the plan read out of the warehouse.
+        "diff_engine": dg.MetadataValue.text(summary.diff_engine),
+        "rows_fetched": dg.MetadataValue.int(summary.rows_fetched),
     }
+    if summary.full_read_reason:
+        metadata["full_read_reason"] = dg.MetadataValue.text(summary.full_read_reason)
     if summary.held_reasons:
         metadata["held_reasons"] = dg.MetadataValue.json(dict(summary.held_reasons))
     if summary.superseded:

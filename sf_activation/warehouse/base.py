@@ -18,9 +18,12 @@ from sf_activation.warehouse.url import parse_url
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from sf_activation.warehouse.dialect import Dialect
     from sf_activation.warehouse.url import WarehouseURL
 
 DEFAULT_BATCH_ROWS = 50_000
+# Rows per INSERT statement where a backend has no bulk load (statement size stays small).
+LOAD_ROWS_PER_INSERT = 500
 
 # Overrides the BigQuery REST endpoint (a local double or emulator in tests). A plain
 # http:// endpoint is never Google's, so it is used with anonymous credentials.
@@ -252,6 +255,44 @@ class Warehouse(ABC):
         self, sql: str, batch_rows: int = DEFAULT_BATCH_ROWS
     ) -> Iterator[pa.RecordBatch]:
         """The query's rows, `batch_rows` at a time, all batches with one schema."""
+
+    # ----------------------------------------------------------- writes
+    # The warehouse diff engine (`sf_activation.warehouse_diff`) keeps its state in
+    # tables of a schema the integration may write; everything else only reads.
+
+    @property
+    def dialect(self) -> Dialect | None:
+        """The SQL this warehouse speaks for the diff engine (None: it cannot host it)."""
+        return None
+
+    def execute(self, sql: str) -> None:
+        """Run one statement that returns no rows (DDL, DML)."""
+        raise WarehouseError(
+            f"{type(self).__name__} cannot run the warehouse diff engine ({self.display_url}); "
+            "set diff: local in the model file"
+        )
+
+    def load_rows(self, table: str, rows: pa.Table) -> None:
+        """Append `rows` (text columns, in the table's column order) to `table` (quoted,
+        qualified). Here: multi-row INSERTs of literals, a few hundred rows a statement;
+        backends with a bulk path (DuckDB's Arrow scan, PostgreSQL's COPY) override it."""
+        dialect = self.dialect
+        if dialect is None:
+            self.execute("")  # raises the one-line refusal
+            return
+        names = ", ".join(dialect.quote(n) for n in rows.column_names)
+        columns = [rows.column(i).to_pylist() for i in range(rows.num_columns)]
+        for start in range(0, rows.num_rows, LOAD_ROWS_PER_INSERT):
+            stop = min(start + LOAD_ROWS_PER_INSERT, rows.num_rows)
+            values = ", ".join(
+                "("
+                + ", ".join(
+                    "NULL" if col[i] is None else dialect.literal(str(col[i])) for col in columns
+                )
+                + ")"
+                for i in range(start, stop)
+            )
+            self.execute(f"INSERT INTO {table} ({names}) VALUES {values}")
 
     def close(self) -> None:  # noqa: B027 - readers without resources need nothing
         """Release connections. Safe to call twice."""

@@ -136,6 +136,18 @@ class BigQueryWarehouse(Warehouse):
             raise self._error("query failed", exc) from exc
         yield from rebatch.finish()
 
+    @property
+    def dialect(self) -> Any:
+        from sf_activation.warehouse.dialect import BIGQUERY
+
+        return BIGQUERY
+
+    def execute(self, sql: str) -> None:
+        try:
+            self._client_().query(sql, job_config=self._job_config()).result()
+        except Exception as exc:
+            raise self._error("statement failed", exc) from exc
+
     def close(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None

@@ -18,6 +18,7 @@ from sf_activation.warehouse.base import (
 )
 
 if TYPE_CHECKING:
+    from sf_activation.warehouse.dialect import Dialect
     from sf_activation.warehouse.url import WarehouseURL
 
 # --------------------------------------------------------------------------- DuckDB
@@ -52,6 +53,51 @@ class DuckDBWarehouse(Warehouse):
             return duckdb.connect(self.path, read_only=self.read_only)
         except duckdb.Error as exc:
             raise self._error("cannot open DuckDB database", exc) from exc
+
+    @property
+    def dialect(self) -> Dialect:
+        from sf_activation.warehouse.dialect import DUCKDB
+
+        return DUCKDB
+
+    def _writer(self) -> Any:
+        """A read-write connection for the diff engine's own tables, opened per call like
+        the reader's, so the file is free again between calls."""
+        import duckdb
+
+        if self.path == ":memory:":
+            raise WarehouseError(
+                "the warehouse diff engine needs a DuckDB file, not :memory: "
+                f"({self.display_url}); set diff: local in the model file"
+            )
+        try:
+            return duckdb.connect(self.path, read_only=False)
+        except duckdb.Error as exc:
+            raise self._error("cannot open DuckDB database for writing", exc) from exc
+
+    def execute(self, sql: str) -> None:
+        import duckdb
+
+        con = self._writer()
+        try:
+            con.execute(sql)
+        except duckdb.Error as exc:
+            raise self._error("statement failed", exc) from exc
+        finally:
+            con.close()
+
+    def load_rows(self, table: str, rows: pa.Table) -> None:
+        import duckdb
+
+        con = self._writer()
+        try:
+            con.register("sfa_rows", rows)
+            names = ", ".join(self.dialect.quote(n) for n in rows.column_names)
+            con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM sfa_rows")
+        except duckdb.Error as exc:
+            raise self._error("loading rows failed", exc) from exc
+        finally:
+            con.close()
 
     def _relation(self, con: Any, sql: str) -> Any:
         import duckdb

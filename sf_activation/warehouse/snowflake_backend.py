@@ -87,6 +87,7 @@ class SnowflakeWarehouse(Warehouse):
         super().__init__(url)
         self._kwargs = snowflake_connect_kwargs(url)
         self._conn: Any = None
+        self._write_conn: Any = None
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -139,9 +140,35 @@ class SnowflakeWarehouse(Warehouse):
         finally:
             cursor.close()
 
+    @property
+    def dialect(self) -> Any:
+        from sf_activation.warehouse.dialect import SNOWFLAKE
+
+        return SNOWFLAKE
+
+    def execute(self, sql: str) -> None:
+        # A session of its own: Snowflake's CREATE SCHEMA makes the new schema the
+        # session's current one, which would change what the model's bare names mean.
+        if self._write_conn is None:
+            import snowflake.connector
+
+            try:
+                self._write_conn = snowflake.connector.connect(**self._kwargs)
+            except Exception as exc:
+                raise self._error("cannot connect to Snowflake", exc) from exc
+        cursor = self._write_conn.cursor()
+        try:
+            cursor.execute(sql)
+        except Exception as exc:
+            raise self._error("statement failed", exc) from exc
+        finally:
+            cursor.close()
+
     def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            # Closing a dead session must not mask the error that killed it.
-            with contextlib.suppress(Exception):
-                conn.close()
+        for name in ("_conn", "_write_conn"):
+            conn = getattr(self, name)
+            if conn is not None:
+                setattr(self, name, None)
+                # Closing a dead session must not mask the error that killed it.
+                with contextlib.suppress(Exception):
+                    conn.close()

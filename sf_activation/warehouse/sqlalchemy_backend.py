@@ -263,6 +263,50 @@ class SQLAlchemyWarehouse(Warehouse):
             with contextlib.suppress(Exception):
                 conn.close()
 
+    @property
+    def dialect(self) -> Any:
+        from sf_activation.warehouse.dialect import dialect_named
+
+        return dialect_named(self._engine.dialect.name)
+
+    def execute(self, sql: str) -> None:
+        if self.dialect is None:
+            super().execute(sql)
+        try:
+            with self._engine.begin() as conn:
+                conn.exec_driver_sql(_escape_percent(sql, self._engine.dialect))
+        except Exception as exc:
+            raise self._error("statement failed", exc) from exc
+
+    def load_rows(self, table: str, rows: pa.Table) -> None:
+        """PostgreSQL through psycopg2: COPY ... FROM STDIN (CSV), one round trip for
+        any number of rows; other drivers: INSERTs (`Warehouse.load_rows`)."""
+        if self._engine.dialect.name != "postgresql" or self._engine.driver != "psycopg2":
+            super().load_rows(table, rows)
+            return
+        import io
+
+        import pyarrow.csv as pacsv
+
+        buf = io.BytesIO()
+        # Nulls as empty unquoted fields, strings always quoted: '' stays distinct.
+        pacsv.write_csv(
+            rows, buf, pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
+        )
+        buf.seek(0)
+        names = ", ".join(self.dialect.quote(n) for n in rows.column_names)
+        raw = self._engine.raw_connection()
+        try:
+            with raw.cursor() as cur:
+                cur.copy_expert(f"COPY {table} ({names}) FROM STDIN WITH (FORMAT csv)", buf)
+            raw.commit()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                raw.rollback()
+            raise self._error("loading rows failed", exc) from exc
+        finally:
+            raw.close()
+
     def close(self) -> None:
         self._engine.dispose()
 
