@@ -17,6 +17,7 @@ DEFAULT_STATE_URL = ".sf_activation/state"
 DEFAULT_REJECTS_URL = ".sf_activation/rejects"
 DEFAULT_LOGIN_URL = "https://login.salesforce.com"
 DEFAULT_API_VERSION = "62.0"
+DEFAULT_COMPACT_RATIO = 0.1
 
 
 class SettingsError(ValueError):
@@ -158,6 +159,12 @@ class Settings(BaseModel):
     state_key: SecretStr | None = None
     # Days a run record and its request log are kept beside the state (`run_history`).
     run_history_days: float = Field(default=30.0, gt=0)
+    # The state's snapshot is rewritten once the commits beside it hold this share of its
+    # rows (state.StateStore.compact; 0: after every run).
+    compact_ratio: float = Field(default=DEFAULT_COMPACT_RATIO, ge=0, le=1)
+    # The schema (BigQuery: dataset) the warehouse diff engine may create its tables in;
+    # set, models diff in the warehouse unless their file says `diff: local`.
+    warehouse_state_schema: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_$]*$")
     salesforce: SalesforceSettings = SalesforceSettings()
 
     @classmethod
@@ -190,6 +197,8 @@ class Settings(BaseModel):
             ),
             state_key=state_key_from_env(env),
             run_history_days=_number(get, "SF_ACTIVATION_RUN_HISTORY_DAYS", 30.0, float),
+            compact_ratio=compact_ratio_from_env(env),
+            warehouse_state_schema=_identifier(get, "SF_ACTIVATION_WAREHOUSE_STATE_SCHEMA"),
             salesforce=SalesforceSettings.from_env(env),
         )
 
@@ -202,12 +211,43 @@ def state_key_from_env(environ: Mapping[str, str] | None = None) -> SecretStr | 
     return SecretStr(value) if value else None
 
 
+def compact_ratio_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """SF_ACTIVATION_COMPACT_RATIO: the share of the snapshot's rows the unfolded commits
+    reach before compaction rewrites the snapshot (0 to 1; 0 rewrites it after every run)."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str, default: str | None = None) -> str | None:
+        return env.get(name) or default
+
+    return _number(
+        get,
+        "SF_ACTIVATION_COMPACT_RATIO",
+        DEFAULT_COMPACT_RATIO,
+        float,
+        at_least=0.0,
+        at_most=1.0,
+    )
+
+
 def _memory(get: Callable[..., str | None], name: str, default: str) -> str:
     raw = (get(name) or default).strip().replace(" ", "")
     if not re.fullmatch(MEMORY_PATTERN, raw):
         raise SettingsError(
             f"{name}={raw!r} is not a memory size: write it as DuckDB does, e.g. 512MB or 2GB "
             f"(default {default})"
+        )
+    return raw
+
+
+def _identifier(get: Callable[..., str | None], name: str) -> str | None:
+    raw = (get(name) or "").strip()
+    if not raw:
+        return None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", raw):
+        raise SettingsError(
+            f"{name}={raw!r} is not a plain schema name: letters, digits and _ only, "
+            "starting with a letter or _ (the schema, or BigQuery dataset, the warehouse "
+            "diff engine may write)"
         )
     return raw
 
