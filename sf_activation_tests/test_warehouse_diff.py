@@ -31,6 +31,9 @@ from sf_activation.config import Settings
 from sf_activation.models import load_model
 from sf_activation.summary import SyncSummary
 from sf_activation.sync import SyncRun
+from sf_activation.warehouse import BIGQUERY_ENDPOINT_ENV
+from sf_activation_tests.support.bqemulator import BigQueryEmulator
+from sf_activation_tests.support.bqemulator import bq_emulator as bq_emulator  # noqa: F401
 from sf_activation_tests.support.emulator import EmulatorHandle
 from sf_activation_tests.support.postgres import postgres_url  # noqa: F401
 from sf_activation_tests.support.snowflake import fake_snowflake_server
@@ -109,18 +112,33 @@ def _postgres(url: str) -> Wh:
     return Wh("postgres", url, run, text="TEXT")
 
 
-WAREHOUSES = ["duckdb", "postgres", "snowflake"]
+def _bigquery(bq: BigQueryEmulator, monkeypatch: pytest.MonkeyPatch) -> Wh:
+    dataset = f"marts_{uuid.uuid4().hex[:8]}"
+    bq.create_dataset(dataset)
+    monkeypatch.setenv(BIGQUERY_ENDPOINT_ENV, bq.endpoint)
+
+    def run(sql: str) -> None:
+        bq.sql(sql, dataset=dataset)
+
+    return Wh("bigquery", bq.url(dataset), run, text="STRING")
+
+
+WAREHOUSES = ["duckdb", "postgres", "snowflake", "bigquery"]
 
 
 @pytest.fixture(params=WAREHOUSES)
-def wh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Wh]:
+def wh(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Wh]:
     if request.param == "duckdb":
         with _duckdb(tmp_path) as w:
             yield w
     elif request.param == "postgres":
         yield _postgres(request.getfixturevalue("postgres_url"))
-    else:
+    elif request.param == "snowflake":
         yield _snowflake(request.getfixturevalue("snowflake_kw"))
+    else:
+        yield _bigquery(request.getfixturevalue("bq_emulator"), monkeypatch)
 
 
 # --------------------------------------------------------------------------- scenario
