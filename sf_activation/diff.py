@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -512,7 +512,7 @@ def plan_changes(
     redact: Iterable[str] = (),
     multi_select: Iterable[str] = (),
     previous_payloads: bool = False,
-    unchanged_elsewhere: int = 0,
+    unchanged_elsewhere: int | Callable[[], int] = 0,
     removed_candidates: pa.Table | None = None,
     warehouse_full: bool | None = None,
 ) -> Plan:
@@ -654,7 +654,10 @@ def plan_changes(
         counts = dict.fromkeys(("rows", *CLASSES), 0)
         for cls, n in con.sql("SELECT __class, count(*) FROM planned GROUP BY ALL").fetchall():
             counts[cls] = n
-        # Rows the warehouse engine kept back: unchanged, never fetched.
+        # Rows the warehouse engine kept back: unchanged, never fetched (a callable counts
+        # them now that the source is read).
+        if callable(unchanged_elsewhere):
+            unchanged_elsewhere = unchanged_elsewhere()
         counts["unchanged"] += int(unchanged_elsewhere)
         counts["rows"] = sum(counts[c] for c in CLASSES if c != "removed")
         counts["removed"] = con.sql("SELECT count(*) FROM removed").fetchall()[0][0]

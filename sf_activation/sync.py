@@ -67,7 +67,7 @@ from sf_activation.settle import (
 )
 from sf_activation.state import StateStore
 from sf_activation.summary import SyncSummary
-from sf_activation.sync_log import SyncLog
+from sf_activation.sync_log import SyncLog, copy_to_warehouse
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 from sf_activation.warehouse import DEFAULT_BATCH_ROWS, Warehouse
 from sf_activation.warehouse_diff import WAREHOUSE_COLUMNS, WarehouseDiff, WarehouseDiffError
@@ -262,8 +262,12 @@ class SyncRun:
                              spec.name, reason)  # fmt: skip
                 self.summary.full_read_reason = reason
                 raw = engine.iter_rows(full, DEFAULT_BATCH_ROWS)
+                counted = engine
                 delta = {
-                    "unchanged_elsewhere": 0 if full else engine.count_unchanged(),
+                    # Counted once the changed rows are read: the rest are unchanged.
+                    "unchanged_elsewhere": (
+                        0 if full else lambda: max(0, counted.count_rows() - rows_read)
+                    ),
                     "removed_candidates": (
                         engine.removed() if not full and spec.operation == "mirror" else None
                     ),
@@ -320,6 +324,22 @@ class SyncRun:
     def _warehouse_engine(self, warehouse: Warehouse, describe: Any) -> WarehouseDiff | None:
         """The warehouse diff engine for this model, or None for the local one."""
         spec = self.spec
+        schema = self._warehouse_schema()
+        if schema is None:
+            return None
+        return WarehouseDiff(
+            warehouse,
+            schema,
+            spec,
+            describe,
+            columns=spec.columns,
+            match_field=self._match_field(),
+            match_case_sensitive=_case_sensitive(describe, spec.external_id),
+        )
+
+    def _warehouse_schema(self) -> str | None:
+        """The schema of the warehouse engine's tables when this model diffs there."""
+        spec = self.spec
         schema = self.settings.warehouse_state_schema
         chosen = spec.diff or ("warehouse" if schema else "local")
         self.summary.diff_engine = chosen
@@ -336,15 +356,21 @@ class SyncRun:
             log.info("%s: partitioned models diff locally, window by window", spec.name)
             self.summary.diff_engine = "local"
             return None
-        return WarehouseDiff(
-            warehouse,
-            schema,
-            spec,
-            describe,
-            columns=spec.columns,
-            match_field=self._match_field(),
-            match_case_sensitive=_case_sensitive(describe, spec.external_id),
-        )
+        return schema
+
+    def _copy_sync_log(self, path: Path) -> None:
+        """The warehouse engine's models also log to `<schema>.sync_log`."""
+        schema = self._warehouse_schema()
+        if schema is None:
+            return
+        with Warehouse.from_url(self.settings.warehouse_url.get_secret_value()) as warehouse:
+            copy_to_warehouse(
+                path,
+                warehouse,
+                schema,
+                model=self.spec.name,
+                retention_days=self.settings.sync_log_days,
+            )
 
     def _write_back(self, plan: Plan) -> None:
         """Bring the warehouse engine's table in step with the state after the sends."""
@@ -590,6 +616,7 @@ class SyncRun:
             redact=list(self.spec.redact),
             redact_primary_key=self.spec.primary_key_redacted,
             retention_days=self.settings.sync_log_days,
+            copy_to=self._copy_sync_log,
         )
         settler = Settler(
             state=self.state,

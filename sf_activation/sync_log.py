@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,9 @@ import pyarrow.parquet as pq
 
 from sf_activation.rejects import REDACTED
 from sf_activation.state import StateError, StateStore
+
+if TYPE_CHECKING:
+    from sf_activation.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +75,11 @@ class SyncLog:
         redact: list[str],
         redact_primary_key: bool,
         retention_days: int,
+        copy_to: Callable[[Path], None] | None = None,
     ) -> None:
         self.state = state
+        # Also given the run's finished log file (the warehouse engine's `sync_log` table).
+        self.copy_to = copy_to
         self.run_id = run_id
         self.model = model
         self.object_name = object_name
@@ -163,6 +170,11 @@ class SyncLog:
             return None
         self._writer.close()
         self._writer = None
+        if self.copy_to is not None:
+            try:
+                self.copy_to(self._path)
+            except Exception as exc:  # the warehouse's one-line error; the file still goes
+                log.warning("%s: could not copy the sync log to the warehouse: %s", self.model, exc)
         try:
             self.state.upload_file(self._path, self.relative_path)
         except (OSError, StateError) as exc:
@@ -231,6 +243,53 @@ class SyncLog:
                     self.state.delete_tree(f"{SYNC_LOG_DIR}/{day}")
         except (OSError, StateError) as exc:
             log.debug("could not prune the sync log: %s", exc)
+
+
+WAREHOUSE_TABLE = "sync_log"
+
+
+def copy_to_warehouse(
+    path: Path, warehouse: Warehouse, schema: str, *, model: str, retention_days: int
+) -> int:
+    """Append a run's log file to ``<schema>.sync_log`` (made on first use; partitioned by
+    day on BigQuery), and drop the model's rows older than the retention. Returns rows."""
+    d = warehouse.dialect
+    if d is None:
+        return 0
+    t = d.text_type
+    stamp = {"postgresql": "TIMESTAMPTZ", "duckdb": "TIMESTAMPTZ", "snowflake": "TIMESTAMP_TZ"}
+    columns = [
+        (f.name, d.int_type if f.name == "attempts" else stamp.get(d.name, "TIMESTAMP")
+         if f.name == "logged_at" else t)
+        for f in SYNC_LOG_SCHEMA
+    ]  # fmt: skip
+    table = d.table(schema, WAREHOUSE_TABLE)
+    ddl = d.create_table(schema, WAREHOUSE_TABLE, columns)
+    if d.name == "bigquery":
+        ddl += " PARTITION BY DATE(logged_at) CLUSTER BY model"
+    warehouse.execute(d.create_schema(schema))
+    warehouse.execute(ddl)
+    rows = 0
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=FLUSH_ROWS):
+        data = pa.Table.from_batches([batch])
+        if d.name != "duckdb":  # literal or CSV loads: the instant as ISO text, in UTC
+            stamps = data.column("logged_at").cast(pa.timestamp("us", tz="UTC"))
+            text = pa.array(
+                [None if v is None else v.isoformat() for v in stamps.to_pylist()], pa.string()
+            )
+            data = data.set_column(data.schema.get_field_index("logged_at"), "logged_at", text)
+        warehouse.load_rows(table, data)
+        rows += data.num_rows
+    if retention_days > 0:
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=retention_days)
+        stamp_sql = d.literal(cutoff.isoformat())
+        if d.name == "bigquery":
+            stamp_sql = f"TIMESTAMP {stamp_sql}"
+        warehouse.execute(
+            f"DELETE FROM {table} WHERE model = {d.literal(model)} AND logged_at < {stamp_sql}"
+        )
+    return rows
 
 
 def _column(value: pa.Array | str, n: int) -> pa.Array:

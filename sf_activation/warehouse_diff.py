@@ -185,31 +185,45 @@ class WarehouseDiff:
             )
         return self.d.md5(" || ',' || ".join(parts))
 
-    def _keyed_cte(self, with_counts: bool) -> str:
-        sql = strip_sql(self.spec.sql_text)
-        cols = ", ".join(self._col(c) for c in self.columns)
-        counts = ""
-        if with_counts:
-            counts = f", COUNT(*) OVER (PARTITION BY {self._key_sql()}) AS __wh_n"
-            if self.match_column is not None:
-                counts += f", COUNT(*) OVER (PARTITION BY {self._match_sql()}) AS __wh_mn"
+    def _model(self) -> str:
+        # A derived table, not a CTE, wherever the query is needed: each use is planned
+        # (and pruned) on its own instead of one materialised copy of the whole result.
         # Newlines keep a trailing `-- comment` in the model from swallowing the paren.
+        return f"(\n{strip_sql(self.spec.sql_text)}\n) sfa_q"
+
+    def _keyed(self, alias: str, *, hashed: bool = True) -> str:
+        """The model's rows with the engine's columns (without the hash: keys only)."""
+        if hashed:
+            cols = ", ".join(self._col(c) for c in self.columns)
+            select = (
+                f"{cols}, {self._key_sql()} AS {WH_KEY}, {self._hash_sql()} AS {WH_HASH}, "
+                f"{self._match_sql()} AS {WH_MATCH}"
+            )
+        else:
+            select = f"{self._key_sql()} AS {WH_KEY}, {self._match_sql()} AS {WH_MATCH}"
+        return f"(SELECT {select} FROM {self._model()}) {alias}"
+
+    def _repeated(self, expr: str, alias: str) -> str:
+        """Values of `expr` more than one row shares."""
         return (
-            f"WITH sfa_q AS (\n{sql}\n), sfa_k AS (SELECT {cols}, {self._key_sql()} AS {WH_KEY}, "
-            f"{self._hash_sql()} AS {WH_HASH}, {self._match_sql()} AS {WH_MATCH}{counts} "
-            "FROM sfa_q)"
+            f"(SELECT {expr} AS k FROM {self._model()} WHERE {expr} IS NOT NULL "
+            f"GROUP BY 1 HAVING COUNT(*) > 1) {alias}"
         )
 
-    def _classified(self) -> str:
-        """Each row with `__wh_send` (1: to fetch)."""
-        cols = ", ".join(f"k.{self.d.quote(c)}" for c in self.columns)
-        dup_match = " OR (k.__wh_match IS NOT NULL AND k.__wh_mn > 1)" if self.match_column else ""
+    def _fetch_sql(self, full: bool) -> str:
+        names = [f"k.{self.d.quote(n)}" for n in (*self.columns, *WAREHOUSE_COLUMNS)]
+        select = f"SELECT {', '.join(names)} FROM {self._keyed('k')}"
+        if full:
+            return select
+        joins = f" LEFT JOIN {self._repeated(self._key_sql(), 'dk')} ON dk.k = k.{WH_KEY}"
+        send = f"k.{WH_KEY} IS NULL OR dk.k IS NOT NULL"
+        if self.match_column is not None:
+            joins += f" LEFT JOIN {self._repeated(self._match_sql(), 'dm')} ON dm.k = k.{WH_MATCH}"
+            send += " OR dm.k IS NOT NULL"
         return (
-            f"{self._keyed_cte(True)}, sfa_c AS (SELECT {cols}, k.{WH_KEY}, k.{WH_HASH}, "
-            f"k.{WH_MATCH}, CASE WHEN k.{WH_KEY} IS NULL OR k.__wh_n > 1{dup_match} "
-            "OR s.wh_key IS NULL OR s.row_hash IS NULL OR s.row_hash <> k.__wh_hash "
-            f"THEN 1 ELSE 0 END AS __wh_send FROM sfa_k k LEFT JOIN {self.state_table} s "
-            f"ON s.wh_key = k.{WH_KEY})"
+            f"{select}{joins} LEFT JOIN {self.state_table} s ON s.wh_key = k.{WH_KEY} "
+            f"WHERE {send} OR s.wh_key IS NULL OR s.row_hash IS NULL "
+            f"OR s.row_hash <> k.{WH_HASH}"
         )
 
     # ------------------------------------------------------------------ plan side
@@ -276,25 +290,20 @@ class WarehouseDiff:
     def iter_rows(self, full: bool, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The model's rows to plan: every row (`full`), or only those the warehouse
         could not show unchanged; with `__wh_key`, `__wh_hash`, `__wh_match`."""
-        names = [*self.columns, *WAREHOUSE_COLUMNS]
-        if full:
-            sql = f"{self._keyed_cte(False)} SELECT {', '.join(self.d.quote(n) for n in names)} FROM sfa_k"
-        else:
-            quoted = ", ".join(self.d.quote(n) for n in names)
-            sql = f"{self._classified()} SELECT {quoted} FROM sfa_c WHERE __wh_send = 1"
-        yield from self.warehouse.iter_batches(sql, batch_rows)
+        yield from self.warehouse.iter_batches(self._fetch_sql(full), batch_rows)
 
-    def count_unchanged(self) -> int:
-        rows = self._query(f"{self._classified()} SELECT COUNT(*) FROM sfa_c WHERE __wh_send = 0")
+    def count_rows(self) -> int:
+        """The model's rows (those not fetched are unchanged)."""
+        rows = self._query(f"SELECT COUNT(*) FROM {self._model()}")
         return int(rows[0][0] or 0)
 
     def removed(self) -> pa.Table:
         """State keys whose rows left the model: pk, superseded."""
         sql = (
-            f"{self._keyed_cte(False)} SELECT s.pk AS pk, CASE WHEN s.match_key IS NOT NULL "
-            f"AND EXISTS (SELECT 1 FROM sfa_k m WHERE m.{WH_MATCH} = s.match_key) THEN 1 ELSE 0 "
+            "SELECT s.pk AS pk, CASE WHEN s.match_key IS NOT NULL AND EXISTS (SELECT 1 FROM "
+            f"{self._keyed('m', hashed=False)} WHERE m.{WH_MATCH} = s.match_key) THEN 1 ELSE 0 "
             f"END AS superseded FROM {self.state_table} s WHERE NOT EXISTS "
-            f"(SELECT 1 FROM sfa_k k WHERE k.{WH_KEY} = s.wh_key)"
+            f"(SELECT 1 FROM {self._keyed('k', hashed=False)} WHERE k.{WH_KEY} = s.wh_key)"
         )
         batches = list(self.warehouse.iter_batches(sql))
         schema = pa.schema([("pk", pa.string()), ("superseded", pa.int64())])

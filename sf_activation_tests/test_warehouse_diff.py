@@ -47,6 +47,7 @@ class Wh:
     name: str
     url: str
     run: Callable[[str], None]
+    query: Callable[[str], list[tuple[Any, ...]]]
     text: str = "VARCHAR"
     number: str = "INTEGER"
 
@@ -58,17 +59,17 @@ class Wh:
 def _duckdb(tmp: Path) -> Iterator[Wh]:
     path = tmp / "warehouse.duckdb"
 
-    def run(sql: str) -> None:
+    def query(sql: str) -> list[tuple[Any, ...]]:
         con = duckdb.connect(str(path))
         try:
-            con.execute(sql)
+            return con.execute(sql).fetchall()
         finally:
             con.close()
 
-    run("SELECT 1")
+    query("SELECT 1")
     # Read-only, as users configure it for the local engine: the engine opens its own
     # read-write connection for its tables.
-    yield Wh("duckdb", f"duckdb:///{path}", run)
+    yield Wh("duckdb", f"duckdb:///{path}", query, query)
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +81,13 @@ def snowflake_kw() -> Iterator[dict[str, Any]]:
 def _snowflake(kw: dict[str, Any]) -> Wh:
     import snowflake.connector
 
-    def run(sql: str) -> None:
+    def run(sql: str) -> list[tuple[Any, ...]]:
         conn = snowflake.connector.connect(**kw)
         try:
             cur = conn.cursor()
             cur.execute("USE SCHEMA analytics.marts")
             cur.execute(sql)
+            return list(cur.fetchall()) if cur.description else []
         finally:
             conn.close()
 
@@ -97,7 +99,7 @@ def _snowflake(kw: dict[str, Any]) -> Wh:
         f"snowflake://{kw['user']}:{kw['password']}@{kw['account']}/analytics/marts"
         f"?host={kw['host']}&port={kw['port']}&protocol={kw['protocol']}&network_timeout=5"
     )
-    return Wh("snowflake", url, run)
+    return Wh("snowflake", url, run, run)
 
 
 def _postgres(url: str) -> Wh:
@@ -105,11 +107,12 @@ def _postgres(url: str) -> Wh:
 
     engine = sqlalchemy.create_engine(url)
 
-    def run(sql: str) -> None:
+    def run(sql: str) -> list[tuple[Any, ...]]:
         with engine.begin() as conn:
-            conn.exec_driver_sql(sql)
+            result = conn.exec_driver_sql(sql)
+            return [tuple(r) for r in result] if result.returns_rows else []
 
-    return Wh("postgres", url, run, text="TEXT")
+    return Wh("postgres", url, run, run, text="TEXT")
 
 
 def _bigquery(bq: BigQueryEmulator, monkeypatch: pytest.MonkeyPatch) -> Wh:
@@ -117,10 +120,10 @@ def _bigquery(bq: BigQueryEmulator, monkeypatch: pytest.MonkeyPatch) -> Wh:
     bq.create_dataset(dataset)
     monkeypatch.setenv(BIGQUERY_ENDPOINT_ENV, bq.endpoint)
 
-    def run(sql: str) -> None:
-        bq.sql(sql, dataset=dataset)
+    def run(sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(r.values()) for r in bq.sql(sql, dataset=dataset)]
 
-    return Wh("bigquery", bq.url(dataset), run, text="STRING")
+    return Wh("bigquery", bq.url(dataset), run, run, text="STRING")
 
 
 WAREHOUSES = ["duckdb", "postgres", "snowflake", "bigquery"]
@@ -236,6 +239,25 @@ def _steps(s: Scenario) -> Iterator[str]:
     yield "nothing changed again"
 
 
+def _schema_of(tmp: Path) -> str:
+    (ws,) = [p for p in tmp.iterdir() if p.name.startswith("warehouse-")]
+    return ws.name.removeprefix("warehouse-")
+
+
+def _log_files(tmp: Path) -> list[tuple[str, Any, Any, int]]:
+    """The warehouse engine's log files beside its state, grouped as the SQL above."""
+    import pyarrow.parquet as pq
+
+    (ws,) = [p for p in tmp.iterdir() if p.name.startswith("warehouse-")]
+    counts: dict[tuple[str, Any, Any], int] = {}
+    for f in (ws / "state" / "accounts" / "sync_log").rglob("*.parquet"):
+        for r in pq.read_table(f).to_pylist():
+            k = (r["run_id"], r["outcome"], r["error_code"])
+            counts[k] = counts.get(k, 0) + 1
+    assert counts
+    return sorted((*k, n) for k, n in counts.items())
+
+
 def _record_view(emulator: EmulatorHandle) -> list[tuple[Any, ...]]:
     return sorted(
         (r.get("External_Id__c"), r.get("Description"), r.get("Name"), r.get("NumberOfEmployees"))
@@ -296,6 +318,15 @@ def test_both_engines_classify_and_land_the_same_rows(
     assert edits.rows_fetched < edits.rows / 2
     if operation in ("upsert", "mirror"):
         assert edits.reject_codes.get("DUPLICATE_EXTERNAL_ID") == 2
+
+    # The warehouse engine's models also log every row to <schema>.sync_log: the same
+    # rows as the log files beside the state, so failures join to the model's data.
+    schema = f"sfa_{_schema_of(tmp_path)}"
+    logged = wh.query(
+        f"SELECT run_id, outcome, error_code, COUNT(*) FROM {schema}.sync_log "
+        "GROUP BY run_id, outcome, error_code"
+    )
+    assert sorted((str(r[0]), r[1], r[2], int(r[3])) for r in logged) == _log_files(tmp_path)
 
 
 def test_a_kill_during_the_write_back_reads_everything_once_and_sends_nothing_twice(

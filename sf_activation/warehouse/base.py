@@ -285,11 +285,7 @@ class Warehouse(ABC):
         for start in range(0, rows.num_rows, LOAD_ROWS_PER_INSERT):
             stop = min(start + LOAD_ROWS_PER_INSERT, rows.num_rows)
             values = ", ".join(
-                "("
-                + ", ".join(
-                    "NULL" if col[i] is None else dialect.literal(str(col[i])) for col in columns
-                )
-                + ")"
+                "(" + ", ".join(_sql_value(dialect, col[i]) for col in columns) + ")"
                 for i in range(start, stop)
             )
             self.execute(f"INSERT INTO {table} ({names}) VALUES {values}")
@@ -321,6 +317,16 @@ class Warehouse(ABC):
     def _check_batch_rows(batch_rows: int) -> None:
         if not isinstance(batch_rows, int) or batch_rows < 1:
             raise WarehouseError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+
+
+def _sql_value(dialect: Dialect, value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    return dialect.literal(str(value))
 
 
 def _url_errors() -> tuple[type[Exception], ...]:
