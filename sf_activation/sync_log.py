@@ -264,11 +264,8 @@ def copy_to_warehouse(
         for f in SYNC_LOG_SCHEMA
     ]  # fmt: skip
     table = d.table(schema, WAREHOUSE_TABLE)
-    ddl = d.create_table(schema, WAREHOUSE_TABLE, columns)
-    if d.name == "bigquery":
-        ddl += " PARTITION BY DATE(logged_at) CLUSTER BY model"
-    warehouse.execute(d.create_schema(schema))
-    warehouse.execute(ddl)
+    suffix = " PARTITION BY DATE(logged_at) CLUSTER BY model" if d.name == "bigquery" else ""
+    warehouse.ensure_table(schema, WAREHOUSE_TABLE, columns, suffix)
     rows = 0
     parquet = pq.ParquetFile(path)
     for batch in parquet.iter_batches(batch_size=FLUSH_ROWS):

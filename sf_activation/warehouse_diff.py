@@ -228,28 +228,26 @@ class WarehouseDiff:
 
     # ------------------------------------------------------------------ plan side
     def prepare(self) -> None:
+        """The engine's tables, made when missing (with the schema, when allowed)."""
         t = self.d.text_type
-        self.warehouse.execute(self.d.create_schema(self.schema))
-        self.warehouse.execute(
-            self.d.create_table(
+        try:
+            self.warehouse.ensure_table(
                 self.schema,
                 self._state_name,
                 [("wh_key", t), ("pk", t), ("row_hash", t), ("match_key", t)],
             )
-        )
-        self.warehouse.execute(
-            self.d.create_table(
+            self.warehouse.ensure_table(
                 self.schema,
                 META_TABLE,
-                [
-                    ("model", t),
-                    ("state_id", t),
-                    ("state_version", self.d.int_type),
-                    ("digest", t),
-                    ("written_at", t),
-                ],
+                [("model", t), ("state_id", t), ("state_version", self.d.int_type),
+                 ("digest", t), ("written_at", t)],
             )  # fmt: skip
-        )
+        except WarehouseError as exc:
+            raise WarehouseDiffError(
+                f"{self.spec.display_path}: the warehouse diff engine cannot create its tables "
+                f"in schema {self.schema}: {exc}; grant the role the right to create tables "
+                'there (docs/warehouses.md, "The warehouse diff engine"), or set diff: local'
+            ) from exc
 
     def _meta(self) -> tuple[str, int, str] | None:
         rows = self._query(

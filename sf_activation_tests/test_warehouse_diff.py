@@ -35,7 +35,7 @@ from sf_activation.warehouse import BIGQUERY_ENDPOINT_ENV
 from sf_activation_tests.support.bqemulator import BigQueryEmulator
 from sf_activation_tests.support.bqemulator import bq_emulator as bq_emulator  # noqa: F401
 from sf_activation_tests.support.emulator import EmulatorHandle
-from sf_activation_tests.support.postgres import postgres_url  # noqa: F401
+from sf_activation_tests.support.postgres import postgres_url as postgres_url
 from sf_activation_tests.support.snowflake import fake_snowflake_server
 from sf_activation_tests.support.workspace import Workspace
 
@@ -353,3 +353,39 @@ def test_a_kill_during_the_write_back_reads_everything_once_and_sends_nothing_tw
         names = [(r["External_Id__c"], r["Name"]) for r in emulator.records("Account")]
         assert len(names) == BASE_ROWS  # nothing created twice
         assert ("E-01", "Renamed 1") in names
+
+
+def test_postgres_grants_the_docs_list_are_enough_and_too_few_say_so(
+    tmp_path: Path, emulator: EmulatorHandle, postgres_url: str
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    from sf_activation.warehouse_diff import WarehouseDiffError
+
+    admin = _postgres(postgres_url)
+    uid = uuid.uuid4().hex[:8]
+    role, schema = f"sfa_role_{uid}", f"sfa_{uid}"
+    # docs/warehouses.md, "The warehouse diff engine": read the model's tables, and use
+    # and create in one schema of its own; no right to create schemas.
+    admin.run(f"CREATE ROLE {role} LOGIN PASSWORD 'role-pass-{uid}'")
+    as_role = make_url(postgres_url).set(username=role, password=f"role-pass-{uid}")
+    wh = Wh("postgres", as_role.render_as_string(hide_password=False), admin.run, admin.query)
+    s = Scenario(tmp_path, emulator, wh, "upsert", "warehouse")
+    s.insert(*[_row(i) for i in range(BASE_ROWS)])
+    admin.run(f"GRANT SELECT ON {s.table} TO {role}")
+    admin.run(f"CREATE SCHEMA {schema}")
+    s.settings = s.settings.model_copy(update={"warehouse_state_schema": schema})
+
+    # Without CREATE on its schema: one line naming the schema and the way out; nothing sent.
+    admin.run(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+    with pytest.raises(WarehouseDiffError, match=f"schema {schema}.*diff: local") as refused:
+        s.sync()
+    assert "\n" not in str(refused.value) and f"role-pass-{uid}" not in str(refused.value)
+    assert emulator.records("Account") == []
+
+    admin.run(f"GRANT CREATE ON SCHEMA {schema} TO {role}")
+    first = s.sync()
+    assert (first.succeeded, first.diff_engine) == (BASE_ROWS, "warehouse")
+    quiet = s.sync()
+    assert (quiet.rows_fetched, quiet.sent, quiet.unchanged) == (0, 0, BASE_ROWS)
+    assert admin.query(f"SELECT count(*) FROM {schema}.sync_log")[0][0] == BASE_ROWS

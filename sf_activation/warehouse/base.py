@@ -272,6 +272,26 @@ class Warehouse(ABC):
             "set diff: local in the model file"
         )
 
+    def ensure_table(
+        self, schema: str, name: str, columns: list[tuple[str, str]], suffix: str = ""
+    ) -> None:
+        """CREATE TABLE IF NOT EXISTS, creating the schema only when the table cannot be
+        made: PostgreSQL checks the right to create schemas before it sees that one
+        exists, and a role granted only its own schema has no such right."""
+        dialect = self.dialect
+        if dialect is None:
+            self.execute("")  # raises the one-line refusal
+            return
+        ddl = dialect.create_table(schema, name, columns) + suffix
+        try:
+            self.execute(ddl)
+        except WarehouseError as first:
+            try:
+                self.execute(dialect.create_schema(schema))
+            except WarehouseError:
+                raise first from None
+            self.execute(ddl)
+
     def load_rows(self, table: str, rows: pa.Table) -> None:
         """Append `rows` (text columns, in the table's column order) to `table` (quoted,
         qualified). Here: multi-row INSERTs of literals, a few hundred rows a statement;
