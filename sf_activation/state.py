@@ -25,6 +25,11 @@ Every write is atomic: locally a temp file, fsync, rename; on S3 one object uplo
 S3 makes visible only when complete. ``commit()`` is durable when it returns, so a run
 killed between batches loses nothing it had confirmed. All folding (latest row per key)
 runs in DuckDB over the Parquet files, never in a Python dict of rows.
+
+Reads of an S3 state copy only the columns asked for (plus ``pk`` and ``status``) to local
+disk, by range requests, row group by row group. ``compact()`` rewrites the snapshot only
+when the commits left beside it are worth it (``SF_ACTIVATION_COMPACT_RATIO``): reads fold
+commits anyway, so until then a run adds commit files and leaves the snapshot as it is.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ import secrets
 import shutil
 import tempfile
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -51,7 +57,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import SecretStr
 
-from sf_activation.config import state_key_from_env
+from sf_activation.config import compact_ratio_from_env, state_key_from_env
 from sf_activation.rejects import REDACTED
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 
@@ -81,6 +87,20 @@ FOLDED_KEY = b"sf_activation.folded_through"
 SNAPSHOT_WRITE_OPTIONS: dict[str, Any] = {"compression": "zstd"}
 COMMIT_WRITE_OPTIONS: dict[str, Any] = {"compression": "lz4", "use_dictionary": False}
 COMPACT_BATCH_ROWS = 100_000  # rows per batch (and row group) when folding into a snapshot
+# When compaction rewrites the snapshot (compact()): a snapshot this small is always
+# rewritten (cheap; a small model's state stays one file), a bigger one once its unfolded
+# commits hold SF_ACTIVATION_COMPACT_RATIO of its rows, or once they are this many files
+# (each costs a request or three per read, and a file for DuckDB to open).
+COMPACT_MIN_SNAPSHOT_BYTES = 16 << 20
+COMPACT_MAX_COMMIT_FILES = 500
+# Reads of an S3 state: a file this small is fetched whole (reading its footer first
+# would cost as many bytes); one whose wanted columns hold this share of its column bytes
+# is fetched whole too (re-encoding it to drop the rest would save next to nothing).
+WHOLE_FETCH_BYTES = 64 << 10
+WHOLE_FETCH_SHARE = 0.9
+FETCH_THREADS = 8  # files fetched from S3 at once
+# The local copy of a projected file: written once and read once, so written cheaply.
+LOCAL_COPY_WRITE_OPTIONS: dict[str, Any] = {"compression": "lz4", "use_dictionary": ["status"]}
 
 _SAFE_ID_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 _MODEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")  # as models.MODEL_NAME_RE
@@ -284,13 +304,15 @@ class StateStore:
         redact_key: bool = False,
         redact: Iterable[str] = (),
         state_key: SecretStr | None = None,
+        compact_ratio: float | None = None,
     ) -> None:
         """`redact_key`: the model's primary key maps to a `redact:` field, so keys are kept
         as digests (:attr:`digests_keys`). `redact`: the model's `redact:` fields, masked in
         the payloads of rows whose keys are digested as read (written before the model
         redacted its key: the key's own field may be in clear there). `state_key`:
         SF_ACTIVATION_STATE_KEY (read from the environment when not given), mixed into
-        those digests."""
+        those digests. `compact_ratio`: SF_ACTIVATION_COMPACT_RATIO (read from the
+        environment when not given), when :meth:`compact` rewrites the snapshot."""
         if not _MODEL_RE.match(model):
             raise StateError(f"model name {model!r} is not a safe identifier")
         self.state_url = state_url
@@ -301,6 +323,9 @@ class StateStore:
         self._redact_key = redact_key
         self._redact = sorted(set(redact))
         self._state_key = state_key if state_key is not None else state_key_from_env()
+        self.compact_ratio = (
+            compact_ratio if compact_ratio is not None else compact_ratio_from_env()
+        )
         self._digests: bool | None = None  # decided on first use (a look at the store)
         self._key: KeyDigest | None = None
         self._unsaved_salt: bytes | None = None  # a new salt's file, written before any digest
@@ -345,27 +370,33 @@ class StateStore:
 
     def commit_files(self) -> list[str]:
         """Commit file names (relative to ``commits/``) in the order they were written."""
+        return [i.base_name for i in self._commit_infos()]
+
+    def _commit_infos(self) -> list[pafs.FileInfo]:
+        """The commit files (name and size), in the order they were written."""
         selector = pafs.FileSelector(self._path(COMMITS_DIR), allow_not_found=True)
         try:
             infos = self._fs.get_file_info(selector)
         except OSError as exc:
             raise StateError(f"cannot list {self.url}/{COMMITS_DIR}: {exc}") from exc
-        names = [
-            i.base_name
-            for i in infos
-            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+        files = [
+            i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
         ]
-        return sorted(names)
+        return sorted(files, key=lambda i: i.base_name)
 
     def _snapshot_exists(self) -> bool:
         return self._exists(SNAPSHOT_NAME)
 
     def _exists(self, rel: str) -> bool:
+        return self._info(rel) is not None
+
+    def _info(self, rel: str) -> pafs.FileInfo | None:
+        """The file's info (its size), or None when there is none."""
         try:
             info = self._fs.get_file_info(self._path(rel))
         except OSError as exc:
             raise StateError(f"cannot read {self.url}/{rel}: {exc}") from exc
-        return info.type == pafs.FileType.File
+        return info if info.type == pafs.FileType.File else None
 
     # ------------------------------------------------------------ digested keys
 
@@ -709,48 +740,76 @@ class StateStore:
     # ------------------------------------------------------------------ reads
 
     @contextmanager
-    def local_files(self, work_dir: Path | None = None) -> Iterator[tuple[Path | None, list[Path]]]:
+    def local_files(
+        self, work_dir: Path | None = None, columns: Iterable[str] | None = None
+    ) -> Iterator[tuple[Path | None, list[Path]]]:
         """The snapshot (or None) and the unfolded commit files as local paths, in order.
 
-        On S3 they are downloaded into a temp directory under ``work_dir`` that is removed
-        on exit; locally they are the files themselves.
+        On S3 they are copied into a temp directory under ``work_dir`` that is removed on
+        exit: with `columns`, only those (and ``pk`` and ``status``, which folding needs),
+        read by range requests row group by row group into a local Parquet file that keeps
+        the original's metadata (its folded mark and key form); every column otherwise.
+        Locally they are the files themselves (DuckDB reads only the columns it needs).
         """
-        commits = self.commit_files()
-        has_snapshot = self._snapshot_exists()
+        infos = self._commit_infos()
+        snap_info = self._info(SNAPSHOT_NAME)
         folded = ""
-        if has_snapshot:
+        if snap_info is not None:
             meta = self._read_snapshot_metadata()
             folded = meta.get(FOLDED_KEY, b"").decode()
-        commits = [c for c in commits if c > folded]
+        infos = [i for i in infos if i.base_name > folded]
         if not self.is_s3:
             assert self._local_root is not None
-            snap = self._local_root / SNAPSHOT_NAME if has_snapshot else None
-            yield snap, [self._local_root / COMMITS_DIR / c for c in commits]
+            snap = self._local_root / SNAPSHOT_NAME if snap_info is not None else None
+            yield snap, [self._local_root / COMMITS_DIR / i.base_name for i in infos]
             return
+        wanted = None if columns is None else {*columns, "pk", "status"}
         tmpdir = Path(tempfile.mkdtemp(prefix="sfa-state-", dir=work_dir))
         try:
-            snap = None
-            rels = ([SNAPSHOT_NAME] if has_snapshot else []) + [
-                f"{COMMITS_DIR}/{c}" for c in commits
-            ]
-            local: list[Path] = []
-            for rel in rels:
+            jobs = [(f"{COMMITS_DIR}/{i.base_name}", i.size) for i in infos]
+            if snap_info is not None:
+                jobs.insert(0, (SNAPSHOT_NAME, snap_info.size))
+
+            def fetch(job: tuple[str, int | None]) -> Path | None:
+                rel, size = job
                 dest = tmpdir / rel.replace("/", "__")
                 try:
-                    with (
-                        self._fs.open_input_stream(self._path(rel)) as src,
-                        open(dest, "wb") as out,
-                    ):
-                        shutil.copyfileobj(src, out, 8 << 20)
+                    self._fetch(rel, size, dest, wanted)
                 except FileNotFoundError:
+                    if rel == SNAPSHOT_NAME:
+                        raise StateError(
+                            f"{self.url}/{SNAPSHOT_NAME} vanished while read"
+                        ) from None
                     # A concurrent compaction removed a folded commit; it is in the snapshot.
-                    continue
-                local.append(dest)
-            if has_snapshot:
-                snap, local = local[0], local[1:]
-            yield snap, local
+                    return None
+                except OSError as exc:
+                    raise StateError(f"cannot read {self.url}/{rel}: {exc}") from exc
+                return dest
+
+            local = _in_order(fetch, jobs)
+            snap = local.pop(0) if snap_info is not None else None
+            yield snap, [p for p in local if p is not None]
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def _fetch(self, rel: str, size: int | None, dest: Path, wanted: set[str] | None) -> None:
+        """Copy the S3 file `rel` to `dest`: whole, or only the `wanted` columns."""
+        path = self._path(rel)
+        if wanted is None or (size is not None and size <= WHOLE_FETCH_BYTES):
+            with self._fs.open_input_stream(path) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 8 << 20)
+            return
+        # A random-access file: pyarrow reads the footer, then each column chunk wanted, by
+        # ranged GETs (pre_buffer coalesces neighbouring chunks of a row group into one).
+        with self._fs.open_input_file(path) as src:
+            pf = pq.ParquetFile(src, pre_buffer=True)
+            keep = [n for n in pf.schema_arrow.names if n in wanted]
+            if _column_share(pf.metadata, keep) >= WHOLE_FETCH_SHARE:
+                src.seek(0)
+                with open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 8 << 20)
+                return
+            _copy_columns(pf, keep, dest)
 
     def _read_snapshot_metadata(self) -> dict[bytes, bytes]:
         try:
@@ -758,6 +817,21 @@ class StateStore:
                 return dict(pq.read_schema(fh).metadata or {})
         except OSError as exc:
             raise StateError(f"cannot read {self.url}/{SNAPSHOT_NAME}: {exc}") from exc
+
+    def _footers(self, rels: list[str]) -> list[pq.FileMetaData | None]:
+        """The Parquet footers of `rels` (None for a file that is gone), read by range
+        requests: row counts and metadata without the rows."""
+
+        def footer(rel: str) -> pq.FileMetaData | None:
+            try:
+                with self._fs.open_input_file(self._path(rel)) as fh:
+                    return pq.read_metadata(fh)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise StateError(f"cannot read {self.url}/{rel}: {exc}") from exc
+
+        return _in_order(footer, rels) if self.is_s3 else [footer(r) for r in rels]
 
     def load(
         self,
@@ -793,8 +867,10 @@ class StateStore:
     ) -> Iterator[str | None]:
         """SQL folding the state into one row per key (:func:`fold_sql`), valid on `con`
         inside the block; None when there is no state. Keys come in the store's form: a
-        store that keeps digests digests the clear keys of files written before it did."""
-        with self.local_files(work_dir) as (snap, commits):
+        store that keeps digests digests the clear keys of files written before it did.
+        On S3 only `columns` (with ``pk`` and ``status``) are fetched (:meth:`local_files`):
+        a read that leaves out ``payload`` transfers a small part of the state."""
+        with self.local_files(work_dir, columns) as (snap, commits):
             clear = self._clear_files(con, snap, commits)
             if clear:
                 self.key_digest().install(con)
@@ -869,13 +945,33 @@ class StateStore:
             "every row would be sent again, an insert model's records created twice)"
         )
 
-    def compact(self, *, work_dir: Path | None = None, memory_limit: str = "1GB") -> int:
-        """Fold the commits into a new snapshot, then remove them. Returns rows kept.
+    def compact(
+        self, *, work_dir: Path | None = None, memory_limit: str = "1GB", force: bool = False
+    ) -> int:
+        """Fold the commits into a new snapshot when that is due, then remove them. Returns
+        the rows of the snapshot (as it stands when compaction was not due).
+
+        Due (:meth:`compaction_due`) when there is no snapshot yet, the snapshot is small
+        (under :data:`COMPACT_MIN_SNAPSHOT_BYTES`), the unfolded commits hold at least
+        :attr:`compact_ratio` of its rows or are more than :data:`COMPACT_MAX_COMMIT_FILES`
+        files, or a file holds keys in clear in a store that keeps digests (the migration
+        is never put off); `force` folds whatever commits there are. Otherwise the snapshot
+        is left as it is, not downloaded nor uploaded again: reads fold the commits, so what
+        the state says is the same. Deciding reads only the files' footers.
 
         Crash-safe: the snapshot records the last commit it folded, so commit files a
-        killed compaction left behind are skipped, not applied twice.
+        killed compaction left behind are skipped, not applied twice, and removed by the
+        next call whether or not it compacts.
         """
-        with self.local_files(work_dir) as (snap, commits), _duckdb(work_dir, memory_limit) as con:
+        due, rows, leftover = self._compaction_check(force)
+        if not due:
+            # Folded by a compaction killed before it removed them: the snapshot has them.
+            self._delete([f"{COMMITS_DIR}/{n}" for n in leftover])
+            return rows
+        with (
+            self.local_files(work_dir) as (snap, commits),
+            _duckdb(work_dir, memory_limit) as con,
+        ):
             # A store that keeps digests rewrites a snapshot of clear keys even when no
             # commit is left (an unchanged model's first run after it redacted its key).
             clear = self._clear_files(con, snap, commits)
@@ -901,6 +997,51 @@ class StateStore:
             folded = mark.decode()
             self._delete([f"{COMMITS_DIR}/{c}" for c in self.commit_files() if c <= folded])
         return kept
+
+    def compaction_due(self, *, force: bool = False) -> bool:
+        """Whether :meth:`compact` would rewrite the snapshot now (see there), from the
+        listing and the Parquet footers only."""
+        return self._compaction_check(force)[0]
+
+    def _compaction_check(self, force: bool) -> tuple[bool, int, list[str]]:
+        """(due, the snapshot's rows, commit files at or before its folded mark)."""
+        snap_info = self._info(SNAPSHOT_NAME)
+        snap_meta = self._footers([SNAPSHOT_NAME])[0] if snap_info is not None else None
+        if snap_info is not None and snap_meta is None:
+            raise StateError(f"{self.url}/{SNAPSHOT_NAME} vanished while read")
+        rows = snap_meta.num_rows if snap_meta is not None else 0
+        kv = dict(snap_meta.metadata or {}) if snap_meta is not None else {}
+        folded = kv.get(FOLDED_KEY, b"").decode()
+        infos = self._commit_infos()
+        leftover = [i.base_name for i in infos if i.base_name <= folded] if snap_meta else []
+        commits = [i.base_name for i in infos if i.base_name > folded]
+        footers: list[pq.FileMetaData | None] | None = None
+        if not self.digests_keys:
+            # As _clear_files: digests in a store without the salt they were made with.
+            if PK_FORM_KEY in kv:
+                raise self._lost_salt()
+        else:
+            self.key_digest()
+            footers = self._footers([f"{COMMITS_DIR}/{c}" for c in commits])
+            forms = [kv] if snap_meta is not None else []
+            forms += [dict(f.metadata or {}) for f in footers if f is not None]
+            digested = [PK_FORM_KEY in m for m in forms]
+            if any(digested) and self._unsaved_salt is not None:
+                raise self._salt_raced() if self._exists(KEY_SALT_NAME) else self._lost_salt()
+            if not all(digested):
+                return True, rows, leftover  # keys in clear: digested now, whatever the size
+        if not commits:
+            return False, rows, leftover
+        if force or snap_info is None or snap_meta is None:
+            return True, rows, leftover
+        if (snap_info.size or 0) < COMPACT_MIN_SNAPSHOT_BYTES:
+            return True, rows, leftover
+        if len(commits) > COMPACT_MAX_COMMIT_FILES:
+            return True, rows, leftover
+        if footers is None:
+            footers = self._footers([f"{COMMITS_DIR}/{c}" for c in commits])
+        pending = sum(f.num_rows for f in footers if f is not None)
+        return pending >= self.compact_ratio * rows, rows, leftover
 
     def _delete(self, rels: list[str]) -> None:
         if not rels:
@@ -937,6 +1078,43 @@ def _duckdb(work_dir: Path | None, memory_limit: str) -> Iterator[duckdb.DuckDBP
         yield con
     finally:
         con.close()
+
+
+def _in_order(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """`fn` of each item, in the items' order, a few at once (S3 requests: latency)."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(min(FETCH_THREADS, len(items)), thread_name_prefix="sfa-state") as pool:
+        return list(pool.map(fn, items))
+
+
+def _column_share(meta: pq.FileMetaData, keep: list[str]) -> float:
+    """The share of the file's column bytes (compressed) that the columns `keep` hold."""
+    wanted = set(keep)
+    total = kept = 0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        for j in range(group.num_columns):
+            chunk = group.column(j)
+            total += chunk.total_compressed_size
+            if chunk.path_in_schema.split(".", 1)[0] in wanted:
+                kept += chunk.total_compressed_size
+    return kept / total if total else 1.0
+
+
+def _copy_columns(pf: pq.ParquetFile, keep: list[str], dest: Path) -> None:
+    """Write the columns `keep` of `pf` to the local Parquet file `dest`, one row group at
+    a time (memory: one row group's columns), with the file's key-value metadata (folded
+    mark, key form), which the reads check."""
+    kv = {k: v for k, v in (pf.metadata.metadata or {}).items() if k != b"ARROW:schema"}
+    source = pf.schema_arrow
+    schema = pa.schema([source.field(c) for c in keep], metadata=kv)
+    with pq.ParquetWriter(dest, schema, **LOCAL_COPY_WRITE_OPTIONS) as writer:
+        for i in range(pf.num_row_groups):
+            for batch in pf.iter_batches(
+                batch_size=COMPACT_BATCH_ROWS, row_groups=[i], columns=keep
+            ):
+                writer.write_batch(batch)
 
 
 _SEQ_RE = re.compile(r"^s(\d{12})-")
@@ -998,40 +1176,64 @@ def fold_sql(
     there is nothing to read. The keys of the files in `digest` (clear keys in a store
     that keeps digests) are digested before folding, so a key meets its own digest, and
     the `mask` fields of their payloads masked; the SQL then needs a connection
-    :meth:`KeyDigest.install` ran on.
+    :meth:`KeyDigest.install` ran on. The files need `columns`, ``pk`` and ``status``.
+
+    The snapshot is already one row per pk (compaction wrote it): only the commits are
+    folded (a window over their rows), and the snapshot's rows whose pk no commit holds
+    are kept by an anti-join, a hash of the commits' keys probed once per snapshot row. A
+    read is then about as cheap with commits left beside a large snapshot as without
+    (compaction can wait), where a window over snapshot and commits sorts every row.
     """
-    files = ([snapshot] if snapshot is not None else []) + list(commits)
-    if not files:
+    if snapshot is None and not commits:
         return None
-    file_list = ", ".join(f"'{_sql_str(p.as_posix())}'" for p in files)
-    cols = ", ".join(f'"{c}"' for c in columns)
     wanted = set(digest)
-    digested = [i for i, p in enumerate(files) if p in wanted]
-    if snapshot is not None and not commits:
-        # A snapshot alone is already one row per pk (compaction wrote it): no fold.
-        where = "" if include_deleted else "WHERE status <> 'deleted'"
-        if digested:
-            migrated = {"pk": KeyDigest.sql("pk"), "payload": _masked_payload_sql(mask)}
-            cols = ", ".join(f'{migrated.get(c, _q(c))} AS "{c}"' for c in columns)
-        return f"SELECT {cols} FROM read_parquet('{_sql_str(snapshot.as_posix())}') {where}"
+    needed = list(dict.fromkeys([*columns, "pk", "status"]))
+    out = ", ".join(_q(c) for c in columns)
+    keep = "" if include_deleted else "WHERE status <> 'deleted'"
+
+    def exprs(clear: str | None) -> str:
+        """The needed columns, migrated where `clear` (an SQL condition) holds."""
+
+        def one(c: str) -> str:
+            if clear is None or c not in ("pk", "payload"):
+                return _q(c)
+            new = KeyDigest.sql("pk") if c == "pk" else _masked_payload_sql(mask)
+            return new if clear == "true" else f"CASE WHEN {clear} THEN {new} ELSE {_q(c)} END"
+
+        return ", ".join(f"{one(c)} AS {_q(c)}" for c in needed)
+
+    snap_rows = ""
+    if snapshot is not None:
+        where = "true" if snapshot in wanted else None
+        snap_rows = f"SELECT {exprs(where)} FROM read_parquet('{_sql_str(snapshot.as_posix())}')"
+        if not commits:
+            return f"SELECT {out} FROM ({snap_rows}) {keep}"
     # file_index is DuckDB's position of the file in the list: later files win.
-    keep = "" if include_deleted else "AND status <> 'deleted'"
-    rows = "*"
-    if digested:
-        which = f"file_index IN ({', '.join(str(i) for i in digested)})"
-        pk = f"CASE WHEN {which} THEN {KeyDigest.sql('pk')} ELSE pk END AS pk"
-        payload = f"CASE WHEN {which} THEN {_masked_payload_sql(mask)} ELSE payload END AS payload"
-        rows = f"* REPLACE ({pk}, {payload})"
-    return f"""
-        SELECT {cols} FROM (
+    file_list = ", ".join(f"'{_sql_str(p.as_posix())}'" for p in commits)
+    digested = [str(i) for i, p in enumerate(commits) if p in wanted]
+    which = f"file_index IN ({', '.join(digested)})" if digested else None
+    latest = f"""
+        SELECT {", ".join(_q(c) for c in needed)} FROM (
             SELECT *, row_number() OVER (
                 PARTITION BY pk ORDER BY file_index DESC, file_row_number DESC
             ) AS __rn
             FROM (
-                SELECT {rows}, file_index
+                SELECT {exprs(which)}, file_index, file_row_number
                 FROM read_parquet([{file_list}], file_row_number = true, union_by_name = true)
             )
-        ) WHERE __rn = 1 {keep}
+        ) WHERE __rn = 1
+    """
+    if snapshot is None:
+        return f"SELECT {out} FROM ({latest}) {keep}"
+    pk = "pk" if which is None else f"CASE WHEN {which} THEN {KeyDigest.sql('pk')} ELSE pk END"
+    commit_keys = f"SELECT {pk} AS pk FROM read_parquet([{file_list}], union_by_name = true)"
+    return f"""
+        SELECT {out} FROM (
+            SELECT __s.* FROM ({snap_rows}) AS __s
+            ANTI JOIN ({commit_keys}) AS __c ON __s.pk = __c.pk
+            UNION ALL
+            {latest}
+        ) {keep}
     """
 
 
