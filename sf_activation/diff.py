@@ -513,7 +513,7 @@ def plan_changes(
     multi_select: Iterable[str] = (),
     previous_payloads: bool = False,
     unchanged_elsewhere: int | Callable[[], int] = 0,
-    removed_candidates: pa.Table | None = None,
+    removed_candidates: pa.Table | Callable[[], pa.Table] | None = None,
     warehouse_full: bool | None = None,
 ) -> Plan:
     """Diff this run's rows against the state and return the :class:`Plan`.
@@ -537,7 +537,8 @@ def plan_changes(
     The warehouse engine (`sf_activation.warehouse_diff`) passes only the rows it could not
     show unchanged: ``unchanged_elsewhere`` counts the others (unchanged, never sent), and
     ``removed_candidates`` (pk, superseded) names the only state keys whose rows may have
-    left the model (mirror); None means ``source`` holds every row. ``warehouse_full``
+    left the model (mirror); None means ``source`` holds every row. Either may be a callable,
+    called once ``source`` is read. ``warehouse_full``
     (not None under that engine) is recorded in the plan for its write-back.
     """
     work_dir = Path(work_dir)
@@ -592,6 +593,8 @@ def plan_changes(
             )
             if match_field is not None and match_field not in fields:
                 match_field = None
+            if callable(removed_candidates):
+                removed_candidates = removed_candidates()
             if removed_candidates is not None:
                 con.register("wh_removed_in", removed_candidates)
                 con.execute(

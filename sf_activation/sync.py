@@ -69,7 +69,7 @@ from sf_activation.state import StateStore
 from sf_activation.summary import SyncSummary
 from sf_activation.sync_log import SyncLog, copy_to_warehouse
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
-from sf_activation.warehouse import DEFAULT_BATCH_ROWS, Warehouse
+from sf_activation.warehouse import DEFAULT_BATCH_ROWS, Warehouse, WarehouseError
 from sf_activation.warehouse_diff import WAREHOUSE_COLUMNS, WarehouseDiff, WarehouseDiffError
 
 log = logging.getLogger(__name__)
@@ -268,8 +268,10 @@ class SyncRun:
                     "unchanged_elsewhere": (
                         0 if full else lambda: max(0, counted.count_rows() - rows_read)
                     ),
+                    # Asked after the rows are read: a row that left in between is deleted
+                    # on what the warehouse holds then, never on an older answer.
                     "removed_candidates": (
-                        engine.removed() if not full and spec.operation == "mirror" else None
+                        counted.removed if not full and spec.operation == "mirror" else None
                     ),
                     "warehouse_full": full,
                 }
@@ -378,13 +380,24 @@ class SyncRun:
         if full is None:
             return
         describe = self.client.describe(self.spec.object)
-        with Warehouse.from_url(self.settings.warehouse_url.get_secret_value()) as warehouse:
-            engine = self._warehouse_engine(warehouse, describe)
-            if engine is None:
-                return
-            written = engine.write_back(
-                plan.connection, self.state, full=full, state_key=plan.state_key_column
+        try:
+            with Warehouse.from_url(self.settings.warehouse_url.get_secret_value()) as warehouse:
+                engine = self._warehouse_engine(warehouse, describe)
+                if engine is None:
+                    return
+                written = engine.write_back(
+                    plan.connection, self.state, full=full, state_key=plan.state_key_column
+                )
+        except WarehouseError as exc:
+            # What was sent is committed and explained; the tables are marked out of step
+            # before they are touched, so the next run reads every row once.
+            log.warning(
+                "%s: could not update the warehouse diff tables (%s); the next run reads every "
+                "row once",
+                self.spec.name,
+                exc,
             )
+            return
         log.info("%s: warehouse diff table %s updated (%d rows)",
                  self.spec.name, engine.state_table, written)  # fmt: skip
 
@@ -656,12 +669,12 @@ class SyncRun:
                 if self.spec.operation == "mirror" and not self.stop.is_set():
                     self._delete_removed(plan, settler)
             ledger_pass.explain(sink)
-            if not self.stop.is_set():
-                # After the sends' commits, before the plan goes: what the next plan reads.
-                self._write_back(plan)
             # Rejects are published before the state is compacted: if the store cannot be
             # written the run fails, and the rejected rows stay pending for the next run.
             self.summary.rejects_url = sink.publish()
+            if not self.stop.is_set():
+                # After the sends' commits, before the plan goes: what the next plan reads.
+                self._write_back(plan)
         finally:
             sink.discard()
             # Whatever happened, what this run did is explained row by row.

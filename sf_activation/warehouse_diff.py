@@ -176,7 +176,8 @@ class WarehouseDiff:
         for name in names:
             col = self._col(name)
             if self.d.name == "bigquery":
-                parts.append(f"TO_JSON_STRING({col})")
+                # JSON null for NULL, as BigQuery writes it (its emulator gives NULL).
+                parts.append(f"COALESCE(TO_JSON_STRING({col}), 'null')")
                 continue
             text = self.d.text(col)
             parts.append(
@@ -335,7 +336,7 @@ class WarehouseDiff:
                       GROUP BY 1),
                 cur AS (
                     SELECT s.{WH_KEY} AS wh_key, f.pk, f.status,
-                           CASE WHEN n.c = 1 AND f.status = 'synced'
+                           CASE WHEN n.c = 1 AND f.status = 'synced' AND p.__class <> 'invalid'
                                  AND (p.__class = 'unchanged' OR f.hash = s.__hash)
                                 THEN s.{WH_HASH} END AS row_hash,
                            s.{WH_MATCH} AS match_key
