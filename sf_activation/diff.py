@@ -583,7 +583,16 @@ def plan_changes(
         )
         con.unregister("src_reader")
 
-        with _state_relation(con, state, db_dir) as state_sql:
+        # On S3 the payload column is most of the state's bytes: fetched only where a
+        # result depends on it (multi-select hashes, send_fields: changed, a mirror's match
+        # keys); a sample's `before` values are then not shown.
+        payloads = (
+            not (isinstance(state, StateStore) and state.is_s3)
+            or any(f in fields for f in multi_select)
+            or previous_payloads
+            or (detect_removed and match_field is not None and match_field in fields)
+        )
+        with _state_relation(con, state, db_dir, payloads=payloads) as state_sql:
             # A view, not a table: the state is scanned where it lies (Parquet), never
             # copied; DuckDB pushes the projection down so payloads are not read here.
             hash_sql = _migrated_hash_sql([f for f in multi_select if f in fields])
@@ -842,17 +851,22 @@ def _src_columns(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 @contextmanager
 def _state_relation(
-    con: duckdb.DuckDBPyConnection, state: pa.Table | StateStore, work_dir: Path
+    con: duckdb.DuckDBPyConnection,
+    state: pa.Table | StateStore,
+    work_dir: Path,
+    *,
+    payloads: bool = True,
 ) -> Iterator[str]:
     """SQL for the state (pk, hash, sf_id, status, payload; one row per pk, no deleted
-    rows), valid inside the block: the store's Parquet files, or the registered table."""
-    needed = ["pk", "hash", "sf_id", "status", "payload"]
+    rows), valid inside the block: the store's Parquet files, or the registered table.
+    Without ``payloads`` the store's payload column is not read (it shows as null)."""
+    needed = ["pk", "hash", "sf_id", "status"] + (["payload"] if payloads else [])
     if isinstance(state, StateStore):
         # Keys in the store's form: clear keys of files written before the model redacted
         # its key are digested as read (the migration; compaction then writes digests).
         with state.folded(con, needed, work_dir=work_dir) as sql:
             if sql is not None:
-                yield sql
+                yield sql if payloads else f"SELECT *, NULL::VARCHAR AS payload FROM ({sql})"
                 return
         state = empty_state()
     missing = [c for c in ("pk", "hash", "sf_id", "status") if c not in state.column_names]

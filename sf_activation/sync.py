@@ -141,6 +141,7 @@ class SyncRun:
             redact_key=spec.primary_key_redacted,
             redact=spec.redact,
             state_key=settings.state_key,
+            compact_ratio=settings.compact_ratio,
         )
         self.summary = SyncSummary(
             model=spec.name,
