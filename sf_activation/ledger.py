@@ -29,10 +29,12 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
+from sf_activation.in_flight import InFlight
 from sf_activation.state import (
     PK_FORM_KEY,
     STATE_KEY_COLUMN,
@@ -137,8 +139,13 @@ class LedgerTracker:
     def __init__(self, ledger: SendLedger) -> None:
         self.ledger = ledger
         self._entry_of: dict[int, str] = {}
+        self._row_of: dict[int, int] = {}  # a key's row in its entry
         self._left: dict[str, int] = {}
         self.unknown: set[str] = set()
+        # Entry -> its rows whose outcome was unknown. The others' outcomes are already
+        # committed (and counted): a reconciliation later in the run, which reads a Bulk
+        # job whole, leaves them alone.
+        self.unknown_rows: dict[str, set[int]] = {}
 
     def record(self, keys: list[int], rows: pa.Table, **info: str | None) -> str:
         """Write the entry for `keys`. Keys already in an entry are being sent again (a
@@ -151,6 +158,11 @@ class LedgerTracker:
             if old is not None:
                 moved[old] = moved.get(old, 0) + 1
             self._entry_of[key] = name
+        # `rows` are the keys' rows as `InFlight.rows` gives them: by batch, in key order
+        # within each.
+        numbers, _ = InFlight.locate_keys(keys)
+        for row, i in enumerate(np.argsort(numbers, kind="stable").tolist()):
+            self._row_of[keys[i]] = row
         self._left[name] = len(keys)
         done = []
         for old, n in moved.items():
@@ -172,10 +184,13 @@ class LedgerTracker:
         done: list[str] = []
         for key, is_unknown in zip(keys, unknown, strict=True):
             name = self._entry_of.pop(key, None)
+            row = self._row_of.pop(key, None)
             if name is None:
                 continue
             if is_unknown:
                 self.unknown.add(name)
+                if row is not None:
+                    self.unknown_rows.setdefault(name, set()).add(row)
             self._left[name] -= 1
             if self._left[name] == 0:
                 del self._left[name]

@@ -5,6 +5,8 @@ lost: for each entry of the ledger (`sf_activation/ledger.py`),
 
 - a Bulk job is asked for by its id: it is waited for if still running, its results are
   read (Salesforce keeps them for 7 days), and a job that was never closed is aborted;
+  rows its results, all read, still lack (results that do not add up, a job that failed
+  or was aborted midway) are looked for in Salesforce like a create call's;
 - a create call is looked for in Salesforce: by a unique or External ID field when the
   model maps one (an exact answer), otherwise by content among the records the
   integration user created since shortly before the call.
@@ -33,6 +35,7 @@ import pyarrow.compute as pc
 from sf_activation.in_flight import InFlight
 from sf_activation.ledger import LedgerEntry, LedgerTracker
 from sf_activation.rejects import RejectSink
+from sf_activation.salesforce.bulk import ABSENT_FROM_RESULTS
 from sf_activation.salesforce.client import SalesforceClient
 from sf_activation.salesforce.describe import FieldDescribe, ObjectDescribe
 from sf_activation.salesforce.errors import SalesforceError
@@ -82,12 +85,12 @@ class LedgerReconciler:
         """One outcome per row of `entry` (keyed by `keys`). `known_ids`: Ids state already
         holds for other rows, never handed to a row here."""
         if entry.info.bulk_job_id:
-            return self._resolve_job(entry, keys)
+            return self._resolve_job(entry, keys, known_ids)
         return self._resolve_call(entry, keys, known_ids)
 
     # -- Bulk jobs ---------------------------------------------------------------------
 
-    def _resolve_job(self, entry: LedgerEntry, keys: list[Any]) -> Outcomes:
+    def _resolve_job(self, entry: LedgerEntry, keys: list[Any], known_ids: set[str]) -> Outcomes:
         job_id = entry.info.bulk_job_id
         assert job_id is not None
         rows = entry.rows.select(field_columns(entry.rows)).append_column(
@@ -104,6 +107,7 @@ class LedgerReconciler:
                 "held, not sent again, until Salesforce answers",
                 retryable=True, attempts=1,
             )  # fmt: skip
+        got = self._look_for_absent(entry, keys, got, known_ids)
         # A job that failed or left rows unprocessed did not create them: they are sent
         # again like any other row; rows it refused are rejects.
         for i, (ok, code, again) in enumerate(
@@ -112,6 +116,76 @@ class LedgerReconciler:
             if not ok and again and code != OUTCOME_UNKNOWN:
                 got.error_codes[i] = NOT_APPLIED
         return got
+
+    def _look_for_absent(
+        self, entry: LedgerEntry, keys: list[Any], got: Outcomes, known_ids: set[str]
+    ) -> Outcomes:
+        """`got` with the rows a finished job's results lack (read in full, they name
+        neither a success, a failure nor an unprocessed row for them) resolved by asking
+        Salesforce for the records, as for a create call whose answer was lost: found,
+        they are created with that Id; not found, they were not applied, once the grace
+        after the upload has passed (a job aborted midway may still be committing its
+        last batch); until then, or when Salesforce cannot be asked, they stay held.
+        Reading the job again would only tell the same thing."""
+        absent = [
+            i
+            for i, (code, message) in enumerate(zip(got.error_codes, got.messages, strict=True))
+            if code == OUTCOME_UNKNOWN and ABSENT_FROM_RESULTS in (message or "")
+        ]
+        if not absent:
+            return got
+        job_id = entry.info.bulk_job_id
+        row_of = {key: i for i, key in enumerate(keys)}
+        positions = [row_of[got.keys[i]] for i in absent]
+        # Ids the job's results gave to its other rows are theirs, not these rows'.
+        given = zip(got.success, got.sf_ids, strict=True)
+        taken = known_ids | {sf_id for ok, sf_id in given if ok and sf_id}
+        try:
+            found = self.find_created(
+                entry.rows.take(pa.array(positions, pa.int64())), entry.info.sent_at_dt, taken
+            )
+        except SalesforceError as exc:
+            log.warning("bulk job %s: cannot look for rows its results lack: %s", job_id, exc)
+            return got
+        now = self._now or dt.datetime.now(dt.UTC)
+        age = (now - entry.info.sent_at_dt).total_seconds()
+        keep = sorted(set(range(len(got))) - set(absent))
+        out = got.take(keep)
+        absent_keys = [got.keys[i] for i in absent]
+        hits = sorted(found)
+        if hits:
+            out.extend(
+                Outcomes.succeeded(
+                    [absent_keys[j] for j in hits], [found[j] for j in hits], [True] * len(hits), 1
+                )
+            )
+        missing = [absent_keys[j] for j in range(len(absent)) if j not in found]
+        if missing and age >= self.grace_s:
+            out.extend(
+                Outcomes.failed(
+                    missing, NOT_APPLIED,
+                    f"bulk job {job_id} of run {entry.info.run_id}: in none of its result files "
+                    f"and not in Salesforce {age:.0f} s after the upload: not applied",
+                    retryable=True, attempts=1,
+                )
+            )  # fmt: skip
+        elif missing:
+            out.extend(
+                Outcomes.failed(
+                    missing, OUTCOME_UNKNOWN,
+                    f"bulk job {job_id} of run {entry.info.run_id}: in none of its result files, "
+                    "and Salesforce does not hold the records yet; held, not sent again, until "
+                    f"{self.grace_s:.0f} s after the upload "
+                    "(SF_ACTIVATION_UNKNOWN_OUTCOME_GRACE_S)",
+                    retryable=True, attempts=1,
+                )
+            )  # fmt: skip
+        log.warning(
+            "bulk job %s: %d row(s) in none of its result files: %d found in Salesforce, %d %s",
+            job_id, len(absent), len(hits), len(missing),
+            "not applied" if age >= self.grace_s else "held",
+        )  # fmt: skip
+        return out
 
     # -- create calls ------------------------------------------------------------------
 
@@ -348,11 +422,14 @@ class LedgerPass:
         self, entry: LedgerEntry, synced_pks: pa.Array, known_ids: set[str], *, this_run: bool
     ) -> bool:
         rows = entry.rows
+        entry_rows = np.arange(rows.num_rows)  # each row's position in the entry
         # Rows a later commit already confirmed need nothing (their Ids are in state). A
         # Bulk job is read whole (its results are matched to all its rows), and the
         # outcomes of such rows are dropped afterwards.
         if entry.info.bulk_job_id is None:
-            rows = rows.filter(pc.invert(pc.is_in(rows.column("__pk"), value_set=synced_pks)))
+            unconfirmed = pc.invert(pc.is_in(rows.column("__pk"), value_set=synced_pks))
+            rows = rows.filter(unconfirmed)
+            entry_rows = entry_rows[np.asarray(unconfirmed, dtype=bool)]
         if rows.num_rows == 0:
             self.ledger.ledger.remove([entry.name])
             return False
@@ -376,7 +453,13 @@ class LedgerPass:
         fresh = pc.invert(
             pc.is_in(batch.column("__pk").take(pa.array(positions)), value_set=synced_pks)
         )
-        outcomes = outcomes.take(np.flatnonzero(np.asarray(fresh)).tolist())
+        wanted = np.asarray(fresh, dtype=bool)
+        open_rows = self.ledger.unknown_rows.get(entry.name) if this_run else None
+        if open_rows is not None:
+            # This run committed (and counted) the outcomes of the entry's other rows, a
+            # refusal as well as a success: only the rows it could not tell are resolved.
+            wanted &= np.isin(entry_rows[positions], np.fromiter(open_rows, np.int64))
+        outcomes = outcomes.take(np.flatnonzero(wanted).tolist())
         if not this_run:
             # A row an earlier run's job refused is simply sent again by this run's plan,
             # which records the reason in this run's reject file.

@@ -239,7 +239,8 @@ def set_faults(ctx: Context, bulk: BulkIngest, spec: str, *, seed: Any = _KEEP_S
 
     Everything reading the spec follows: the request layer, token expiry
     (`session_ttl`) and latency read `ctx.faults` on every request; the org's lock hook
-    and the Bulk settings' `bulk_seconds` are set here. ValueError names a bad part.
+    and the Bulk settings' `bulk_seconds`, `missing_results` and `stop_after_rows` are set
+    here. ValueError names a bad part.
     """
     faults = ctx.faults
     new = parse_faults(spec)
@@ -247,6 +248,10 @@ def set_faults(ctx: Context, bulk: BulkIngest, spec: str, *, seed: Any = _KEEP_S
         faults.reseed(seed)
     faults.spec = new
     bulk.settings.bulk_seconds = new.bulk_seconds
+    bulk.settings.missing_results = int(new.missing_results)
+    bulk.settings.stop_after_rows = (
+        None if new.stop_after_rows is None else int(new.stop_after_rows)
+    )
     # No hook at all without lock faults, as the server starts it: one call per record saved.
     ctx.org.lock_failure = faults.lock_failure if new.lock else None
     install_parent_locks(ctx)
@@ -353,9 +358,15 @@ def build_app(
         with ctx.lock:
             ctx.bulk_batches += n
 
+    spec = ctx.faults.spec
     bulk = BulkIngest(
         ctx.org,
-        BulkSettings(bulk_seconds=ctx.faults.spec.bulk_seconds, on_batches=count_batches),
+        BulkSettings(
+            bulk_seconds=spec.bulk_seconds,
+            on_batches=count_batches,
+            missing_results=int(spec.missing_results),
+            stop_after_rows=None if spec.stop_after_rows is None else int(spec.stop_after_rows),
+        ),
     )
     ctx.extra["bulk"] = bulk
     install_parent_locks(ctx)

@@ -8,7 +8,11 @@ still end in JobComplete; every uploaded row ends in exactly one of successfulRe
 failedResults or unprocessedrecords.
 
 `bulk_seconds` (a fault the emulator passes in) keeps a job InProgress at least that
-long, so clients' polling and abort paths get exercised.
+long, so clients' polling and abort paths get exercised. Two faults break the promise
+above the way a real job's reports can: `missing_results` leaves a job's first N uploaded
+rows out of every result file (what the job did with them stands: results that do not
+add up), and `stop_after_rows` makes a job apply its first K rows only and end Failed,
+the rest unprocessed. Both are read when the job starts processing.
 
 Mount with `BulkIngest(org, settings).routes()` (or `bulk_routes`); auth, API counting
 and request faults are the app's middleware's business, not this module's.
@@ -82,6 +86,10 @@ class BulkSettings:
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     # Called with the number of internal batches a job used (DailyBulkApiBatches in /limits/).
     on_batches: Callable[[int], None] | None = None
+    # Faults (ingest jobs only): the first N uploaded rows are in no result file; a job
+    # with more than K rows applies the first K and ends Failed.
+    missing_results: int = 0
+    stop_after_rows: int | None = None
 
 
 def _now() -> str:
@@ -114,6 +122,8 @@ class BulkJob:
     processing_ms: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
     assignment_rule_id: str | None = None  # the job's assignmentRuleId (Lead, Case)
+    # Uploaded rows before this index are in no result file (`missing_results`).
+    hidden_before: int = 0
 
     def touch(self) -> None:
         self.system_modstamp = _now()
@@ -344,6 +354,12 @@ class BulkIngest:
         if parsed is None:
             return
         header, rows = parsed
+        # The faults as they are when the job starts: a live change does not reach it.
+        job.hidden_before = max(0, int(self.settings.missing_results))
+        stop_after = self.settings.stop_after_rows
+        stopped = stop_after is not None and len(rows) > stop_after
+        if stopped:
+            rows = rows[: int(stop_after or 0)]
         # Hold the job InProgress for bulk_seconds before writing anything, so an abort in
         # that window leaves every row unprocessed (and nothing written), as a queued job does.
         delay = self.settings.bulk_seconds
@@ -391,11 +407,19 @@ class BulkIngest:
             # data upload request" (Get Job Successful / Failed Record Results).
             successful: list[tuple[str, bool, list[str]]] = []
             failed: list[tuple[str, str, list[str]]] = []
+            n_failed = 0
             for i, row in enumerate(part):
+                hidden = start + i < job.hidden_before
                 if i in bad:
-                    failed.append(("", bad[i], row))
+                    n_failed += 1
+                    if not hidden:
+                        failed.append(("", bad[i], row))
                     continue
                 result = next(results_iter)
+                if not result.get("success"):
+                    n_failed += 1
+                if hidden:
+                    continue  # applied (or refused) all the same; reported nowhere
                 if result.get("success"):
                     created = result.get("created", job.operation == "insert")
                     successful.append((result.get("id") or "", bool(created), row))
@@ -405,10 +429,14 @@ class BulkIngest:
                 job.successful.extend(successful)
                 job.failed.extend(failed)
                 job.processed += len(part)
-                job.failed_count += len(failed)
+                job.failed_count += n_failed
                 job.touch()
         if self.settings.on_batches is not None and batches:
             self.settings.on_batches(batches)
+        if stopped:
+            # The rows after the first K stay unprocessed (`_unprocessed`).
+            self._fail(job, f"InternalServerError : the job stopped after {job.processed} rows")
+            return
         remaining = self.settings.bulk_seconds - (time.monotonic() - started)
         if remaining > 0 and job.cancel.wait(remaining):
             return
@@ -574,7 +602,7 @@ class BulkIngest:
             rows = [row for row in reader if row]
         except (csv.Error, UnicodeDecodeError):
             return []
-        return rows[job.processed :]
+        return rows[max(job.processed, job.hidden_before) :]
 
     # ---- HTTP -------------------------------------------------------------------------
 

@@ -5,6 +5,14 @@ Two kinds. Before-faults fire before a request reaches the routes (`drop`,
 After-faults fire once the route has applied a write (`lost`: no answer at all;
 `slow`: the answer held back `slow_seconds`), which is what a read timeout, a reset
 after send or a load-balancer drop looks like to a client.
+
+Two more shape what a Bulk API 2.0 ingest job reports (counts of rows, not shares; read
+when a job starts processing, so a job keeps them whatever is set later):
+`missing_results=N` leaves the job's first N uploaded rows out of every result file
+(successful, failed and unprocessed) while what the job did with them stands — results
+that do not add up; `stop_after_rows=K` makes a job with more rows apply its first K only
+and end Failed, its other rows unprocessed. Together they make a job that failed midway
+and does not list some rows it created.
 """
 
 from __future__ import annotations
@@ -21,6 +29,11 @@ WriteFault = Literal["lost", "slow"]
 # The faults counted in /__emulator/stats (lock is per record, and not counted).
 COUNTED = ("lost", "bulk_results", "slow", "drop", "unavailable")
 SHARES = ("lock", "unavailable", "drop", "lost", "bulk_results", "slow", "parent_locks")
+# Whole numbers of rows.
+ROW_COUNTS = ("missing_results", "stop_after_rows")
+# Listed by as_dict() only when set: the spec GET /__emulator/faults answers keeps the
+# shape it had before them.
+_LISTED_WHEN_SET = ROW_COUNTS
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,10 @@ class FaultSpec:
     parent_locks: float = 0.0
     lock_ms: float = 0.0
     lock_wait_ms: float = 0.0  # how long a write waits for a held row before failing
+    # Bulk 2.0 ingest jobs: the first N uploaded rows are in none of the result files.
+    missing_results: float = 0.0
+    # Bulk 2.0 ingest jobs with more rows apply the first K, then end Failed.
+    stop_after_rows: float | None = None
 
     def to_string(self) -> str:
         """The `name=value,…` form of what differs from the defaults (parse_faults' input)."""
@@ -52,7 +69,12 @@ class FaultSpec:
         return ",".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        default = FaultSpec()
+        for name in _LISTED_WHEN_SET:
+            if out[name] == getattr(default, name):
+                del out[name]
+        return out
 
 
 def _number(value: float) -> str:
@@ -80,6 +102,8 @@ def parse_faults(spec: str | None) -> FaultSpec:
         if not math.isfinite(value) or value < 0 or (name in SHARES and value > 1):
             bounds = "a share from 0 to 1" if name in SHARES else "a number >= 0"
             raise ValueError(f"fault {name}={raw.strip()} is out of range (needs {bounds})")
+        if name in ROW_COUNTS and not value.is_integer():
+            raise ValueError(f"fault {name}={raw.strip()} needs a whole number of rows")
         values[name] = value
     return FaultSpec(**values)
 

@@ -21,7 +21,12 @@ group are handed out one per row, in order (the k-th result of a key to the k-th
 row with it), which is a bijection: identical rows get identical outcomes except for the
 Ids, and any assignment of those Ids is consistent. Afterwards
 successful + failed + unprocessed must equal the rows uploaded; any input row without a
-result becomes a retryable outcome, never a silent loss.
+result becomes a retryable outcome, never a silent loss. An insert row in no result file
+(a job whose results do not add up, one that failed or was aborted midway, a file that
+could not be read) may have been created all the same: it is held (`OUTCOME_UNKNOWN`),
+never sent again blindly; the sync's ledger reads the job again later and, when the row is
+still absent from its results, looks for the record in Salesforce (`reconcile.py`). Rows
+the unprocessed file lists were not processed and are sent again.
 
 Rows that failed for a transient reason (UNABLE_TO_LOCK_ROW, Timeout, …) are sent again:
 through sObject Collections when few (a Bulk job costs at least 4 calls and minutes of
@@ -101,6 +106,9 @@ MAX_JOB_BYTES = 100 * 1024 * 1024  # 150 MB after base64 is the limit; stay well
 SLICE_ROWS = 10_000
 NULL_CELL = "#N/A"
 _TERMINAL = {"JobComplete", "Failed", "Aborted"}
+# In the message of an insert row held because a finished job's results, all read, lack
+# it (reconcile.py looks for such rows in Salesforce instead of reading the job again).
+ABSENT_FROM_RESULTS = "in none of the job's result files"
 _JSON = {"Content-Type": "application/json; charset=UTF-8"}
 
 
@@ -721,21 +729,38 @@ class BulkSender:
             log.error(
                 "bulk job %s: results do not add up: %d successful + %d failed + %d unprocessed "
                 "= %d, uploaded %d (%d result rows matched no input); the rest are reported "
-                "retryable",
+                "retryable (insert: held until found in Salesforce)",
                 info.id, int(np.count_nonzero(matched[:n_success] >= 0)),
                 int(np.count_nonzero(matched[n_success : n_success + n_failed] >= 0)),
                 n_unprocessed, total, n, unmatched,
             )  # fmt: skip
+        # Rows the unprocessed file lists were not processed: safe to send again.
+        not_processed = np.zeros(n, dtype=bool)
+        rows_of = matched[n_success + n_failed :]
+        not_processed[rows_of[rows_of >= 0]] = True
         missing = np.flatnonzero(~settled)
-        if len(missing) and unreadable and layout.operation == "insert":
-            # A result file could not be read: these rows may have been created. Sending
-            # them again could create them twice; the job's results are read again later.
-            self._report_unknown(
-                layout, rows.take(pa.array(missing)), info.id, "; ".join(unreadable),
-                emit=outcomes,
-            )  # fmt: skip
-        elif len(missing):
-            # Unprocessed, or with no result at all: not the rows' fault, sent again next run.
+        if len(missing) and layout.operation == "insert":
+            # Rows in no result file at all, for a job that may have created them (its
+            # results do not add up, a file could not be read, or it failed or was
+            # aborted midway): sent again they could be created twice. Held; the sync's
+            # ledger keeps the job id, reads its results again and, when they still lack
+            # a row, looks for the record in Salesforce (reconcile.py).
+            absent = missing[~not_processed[missing]]
+            missing = missing[not_processed[missing]]
+            if len(absent):
+                why = (
+                    "; ".join(unreadable)
+                    if unreadable
+                    else f"{ABSENT_FROM_RESULTS} (job {info.state}"
+                    + (f": {info.errorMessage}" if info.errorMessage else "")
+                    + ")"
+                )
+                self._report_unknown(
+                    layout, rows.take(pa.array(absent)), info.id, why, emit=outcomes
+                )
+        if len(missing):
+            # Unprocessed, or (update, upsert, delete: harmless to repeat) with no result
+            # at all: not the rows' fault, sent again next run.
             job_note = f"bulk job {info.id} {info.state}" + (
                 f": {info.errorMessage}" if info.errorMessage else ""
             )
@@ -806,15 +831,21 @@ class BulkSender:
         *,
         emit: list[Outcomes] | None = None,
     ) -> None:
-        """Rows of job `job_id` whose outcome Salesforce has not told (results unreadable).
-        For insert they are held (the sync's ledger keeps the job id and reads it again);
-        rows of idempotent operations are simply sent again next run."""
+        """Rows of job `job_id` whose outcome Salesforce has not told (results unreadable,
+        or read and lacking them). For insert they are held (the sync's ledger keeps the
+        job id and reads it again); rows of idempotent operations are simply sent again
+        next run."""
         keys = rows.column(KEY_COLUMN).to_pylist()
         if layout.operation == "insert":
+            until = (
+                "until Salesforce is asked whether it holds them"
+                if ABSENT_FROM_RESULTS in why
+                else "until the job's results can be read"
+            )
             outcome = Outcomes.failed(
                 keys, OUTCOME_UNKNOWN,
                 f"bulk job {job_id}: outcome not known yet ({why}); held, not sent again, "
-                "until the job's results can be read",
+                f"{until}",
                 retryable=True, attempts=1,
             )  # fmt: skip
         else:
