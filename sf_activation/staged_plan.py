@@ -58,6 +58,11 @@ class StagedPlanInfo(BaseModel):
     redact: list[str]
     decimals: dict[str, int]
     transport: str
+    # Where the diff ran and what it read (the warehouse step's summary, shown again by
+    # the send step that adopts the plan).
+    diff_engine: str = "local"
+    rows_fetched: int = 0
+    full_read_reason: str | None = None
 
 
 def model_digest(spec: ModelSpec) -> str:

@@ -456,6 +456,9 @@ class SyncRun:
                 redact=plan.redact,
                 decimals=plan.decimals,
                 transport=self.summary.transport,
+                diff_engine=self.summary.diff_engine,
+                rows_fetched=self.summary.rows_fetched,
+                full_read_reason=self.summary.full_read_reason,
             )
             where = staged_plan.stage(plan, info, self.state)
             log.info("%s: plan staged in %s", self.spec.name, where)
@@ -482,6 +485,9 @@ class SyncRun:
             return None
         plan, info = adopted
         self.summary.plan_source = "staged"
+        self.summary.diff_engine = info.diff_engine
+        self.summary.rows_fetched = info.rows_fetched
+        self.summary.full_read_reason = info.full_read_reason
         return self._use_plan(plan, transport=info.transport)
 
     def dry_run(self) -> SyncSummary:

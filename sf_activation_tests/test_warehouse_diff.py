@@ -393,3 +393,24 @@ def test_postgres_grants_the_docs_list_are_enough_and_too_few_say_so(
     quiet = s.sync()
     assert (quiet.rows_fetched, quiet.sent, quiet.unchanged) == (0, 0, BASE_ROWS)
     assert admin.query(f"SELECT count(*) FROM {schema}.sync_log")[0][0] == BASE_ROWS
+
+
+def test_a_staged_plan_of_the_warehouse_engine_is_sent_and_written_back_by_the_send_step(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    with _duckdb(tmp_path) as w:
+        s = Scenario(tmp_path, emulator, w, "upsert", "warehouse")
+        s.insert(*[_row(i) for i in range(BASE_ROWS)])
+        assert s.sync().succeeded == BASE_ROWS
+        s.sql("UPDATE {t} SET name = 'Renamed 2' WHERE id IN ('K-02', 'K-12')")
+        spec = load_model(s.ws.models / "accounts.yml")
+        # What Dagster's two steps do: warehouse/<model> stages, salesforce/<model> adopts.
+        staged = SyncRun(spec, s.settings, run_id="run-1").stage()
+        assert (staged.rows_fetched, staged.changed, staged.diff_engine) == (2, 2, "warehouse")
+        sent = SyncRun(spec, s.settings, run_id="run-1", use_staged_plan=True).execute()
+        assert (sent.plan_source, sent.rows_fetched, sent.succeeded) == ("staged", 2, 2)
+        assert sent.diff_engine == "warehouse" and sent.full_read_reason is None
+        after = s.sync()  # the send step's write-back left the tables in step
+        assert (after.full_read_reason, after.rows_fetched, after.sent) == (None, 0, 0)
+        names = {r["External_Id__c"]: r["Name"] for r in emulator.records("Account")}
+        assert names["E-02"] == names["E-12"] == "Renamed 2" and len(names) == BASE_ROWS
