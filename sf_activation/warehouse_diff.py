@@ -36,7 +36,6 @@ import logging
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -67,20 +66,6 @@ _SLUG = re.compile(r"[^a-z0-9_]")
 
 class WarehouseDiffError(Exception):
     """The warehouse engine cannot be used for this model (one line, says the way out)."""
-
-
-@dataclass
-class WarehouseDelta:
-    """What the warehouse decided without sending rows: how many rows it kept back as
-    unchanged, and (mirror) the state keys whose rows left the model."""
-
-    unchanged: int
-    # pk (as state keeps it), superseded (1: a current row carries its match key); None
-    # when every row was fetched and the local diff sees them all.
-    removed: pa.Table | None
-    full: bool
-    reason: str
-    fetched: int = 0
 
 
 def table_slug(model: str) -> str:
@@ -417,7 +402,6 @@ __all__ = [
     "WH_HASH",
     "WH_KEY",
     "WH_MATCH",
-    "WarehouseDelta",
     "WarehouseDiff",
     "WarehouseDiffError",
     "WarehouseError",
