@@ -414,3 +414,50 @@ def test_a_staged_plan_of_the_warehouse_engine_is_sent_and_written_back_by_the_s
         assert (after.full_read_reason, after.rows_fetched, after.sent) == (None, 0, 0)
         names = {r["External_Id__c"]: r["Name"] for r in emulator.records("Account")}
         assert names["E-02"] == names["E-12"] == "Renamed 2" and len(names) == BASE_ROWS
+
+
+def test_switching_engines_either_way_sends_nothing_that_did_not_change(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    with _duckdb(tmp_path) as w:
+        s = Scenario(tmp_path, emulator, w, "mirror", "local")
+        s.insert(*[_row(i) for i in range(BASE_ROWS)])
+        assert s.sync().succeeded == BASE_ROWS
+        model = s.ws.models / "accounts.yml"
+        schema = f"sfa_sw_{uuid.uuid4().hex[:6]}"
+        s.settings = s.settings.model_copy(update={"warehouse_state_schema": schema})
+        calls = emulator.stats()["api_calls"]
+
+        # local -> warehouse: one full read, re-baselined without a write call.
+        model.write_text(model.read_text().replace("diff: local", "diff: warehouse"))
+        first = s.sync()
+        assert first.full_read_reason is not None
+        assert (first.rows_fetched, first.sent, first.deleted) == (BASE_ROWS, 0, 0)
+        assert s.sync().rows_fetched == 0
+        # warehouse -> local, after a change made while on the warehouse engine.
+        s.sql("UPDATE {t} SET name = 'Renamed 5' WHERE id = 'K-05'")
+        assert s.sync().succeeded == 1
+        model.write_text(model.read_text().replace("diff: warehouse", "diff: local"))
+        back = s.sync()
+        assert (back.diff_engine, back.rows_fetched, back.sent, back.deleted) == (
+            "local", BASE_ROWS, 0, 0,
+        )  # fmt: skip
+        # ... and to the warehouse again with nothing committed in between: still in step.
+        model.write_text(model.read_text().replace("diff: local", "diff: warehouse"))
+        s.sql("UPDATE {t} SET name = 'Renamed 6' WHERE id = 'K-06'")
+        again = s.sync()
+        assert (again.full_read_reason, again.rows_fetched, again.succeeded) == (None, 1, 1)
+        # A commit made under the local engine moves the state on: one full read.
+        model.write_text(model.read_text().replace("diff: warehouse", "diff: local"))
+        s.sql("UPDATE {t} SET name = 'Renamed 7' WHERE id = 'K-07'")
+        assert s.sync().succeeded == 1
+        model.write_text(model.read_text().replace("diff: local", "diff: warehouse"))
+        moved = s.sync()
+        assert moved.full_read_reason is not None and "moved on" in moved.full_read_reason
+        assert (moved.rows_fetched, moved.sent, moved.deleted) == (BASE_ROWS, 0, 0)
+        assert s.sync().rows_fetched == 0
+        writes = emulator.stats()["api_calls"] - calls
+        assert writes <= 16  # describes and three single-record updates, nothing more
+        names = {r["External_Id__c"]: r["Name"] for r in emulator.records("Account")}
+        assert [names[f"E-0{i}"] for i in (5, 6, 7)] == ["Renamed 5", "Renamed 6", "Renamed 7"]
+        assert len(names) == BASE_ROWS
