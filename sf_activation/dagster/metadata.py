@@ -49,6 +49,13 @@ def plan_metadata(spec: ModelSpec, summary: SyncSummary) -> dict[str, Any]:
             mask_redacted(summary.sample_changes[:SAMPLE_ROWS], set(spec.redact))
         ),
         "plan_duration_s": dg.MetadataValue.float(float(summary.duration_s)),
+        "diff_engine": dg.MetadataValue.text(summary.diff_engine),
+        "rows_fetched": dg.MetadataValue.int(summary.rows_fetched),
+        **(
+            {"full_read_reason": dg.MetadataValue.text(summary.full_read_reason)}
+            if summary.full_read_reason
+            else {}
+        ),
     }
 
 
