@@ -16,7 +16,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -233,19 +234,9 @@ class SyncRun:
         first)."""
         spec = self.spec
         self._check_synced_under()
-        describe = self.client.describe(spec.object)
-        validate_mapping(
-            model=spec.name,
-            describe=describe,
-            operation=spec.write_operation,
-            field_map=spec.fields,
-            external_id=spec.external_id,
-            parent_describe=self.client.describe,
-        )
-        check_describe(spec, describe)  # set_if_empty fields updateable
-        self._write_switches()  # an unknown record type stops the run here
-        with Warehouse.from_url(self.settings.warehouse_url.get_secret_value()) as warehouse:
-            check_columns(spec, warehouse.columns(spec.sql_text))
+        with self._warehouse_while(self._check_mapping) as (warehouse, columns):
+            describe = self.client.describe(spec.object)  # cached by the mapping check
+            check_columns(spec, columns)
             rows_read = 0
             # DuckDB reads these batches itself and wraps an error raised while it does in
             # its own, with the Python traceback in the text: the original is kept here.
@@ -323,6 +314,49 @@ class SyncRun:
             )
             self.summary.rows_fetched = rows_read
         return plan
+
+    def _check_mapping(self) -> None:
+        """Fail before sending: the mapping against the object's describe."""
+        spec = self.spec
+        describe = self.client.describe(spec.object)
+        validate_mapping(
+            model=spec.name,
+            describe=describe,
+            operation=spec.write_operation,
+            field_map=spec.fields,
+            external_id=spec.external_id,
+            parent_describe=self.client.describe,
+        )
+        check_describe(spec, describe)  # set_if_empty fields updateable
+        self._write_switches()  # an unknown record type stops the run here
+
+    @contextmanager
+    def _warehouse_while(self, check: Callable[[], None]) -> Iterator[tuple[Warehouse, list[str]]]:
+        """The warehouse, opened and asked for the query's columns in a thread while
+        `check` (Salesforce's describe) runs here: a warehouse login and a describe call
+        are each a round trip or more, and neither needs the other. `check`'s error comes
+        first, as when they ran one after the other."""
+        url = self.settings.warehouse_url.get_secret_value()
+
+        def open_warehouse() -> tuple[Warehouse, list[str]]:
+            warehouse = Warehouse.from_url(url)
+            try:
+                return warehouse, warehouse.columns(self.spec.sql_text)
+            except BaseException:
+                warehouse.close()
+                raise
+
+        with ThreadPoolExecutor(1, thread_name_prefix="sf-warehouse-open") as pool:
+            opened = pool.submit(open_warehouse)
+            try:
+                check()
+            except BaseException:
+                with suppress(BaseException):
+                    opened.result()[0].close()
+                raise
+            warehouse, columns = opened.result()
+        with warehouse:
+            yield warehouse, columns
 
     def _warehouse_engine(self, warehouse: Warehouse, describe: Any) -> WarehouseDiff | None:
         """The warehouse diff engine for this model, or None for the local one."""
