@@ -75,6 +75,8 @@ class SyncSummary:
     # (sf_activation/warehouse_diff.py); rows the plan read from the warehouse, and why
     # the warehouse engine read every row this time (None: only the changed ones).
     diff_engine: str = "local"
+    # The warehouse table the run's sync log was also appended to (warehouse engine).
+    sync_log_table: str | None = None
     rows_fetched: int = 0
     full_read_reason: str | None = None
 

@@ -68,6 +68,7 @@ from sf_activation.settle import (
 )
 from sf_activation.state import StateStore
 from sf_activation.summary import SyncSummary
+from sf_activation.sync_log import WAREHOUSE_TABLE as WAREHOUSE_SYNC_LOG
 from sf_activation.sync_log import SyncLog, copy_to_warehouse
 from sf_activation.testhooks import kill_point  # test hook: no-op unless set
 from sf_activation.warehouse import DEFAULT_BATCH_ROWS, Warehouse, WarehouseError
@@ -408,6 +409,7 @@ class SyncRun:
                 model=self.spec.name,
                 retention_days=self.settings.sync_log_days,
             )
+        self.summary.sync_log_table = f"{schema}.{WAREHOUSE_SYNC_LOG}"
 
     def _write_back(self, plan: Plan) -> None:
         """Bring the warehouse engine's table in step with the state after the sends."""

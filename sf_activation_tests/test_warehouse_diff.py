@@ -326,6 +326,7 @@ def test_both_engines_classify_and_land_the_same_rows(
     # The warehouse engine's models also log every row to <schema>.sync_log: the same
     # rows as the log files beside the state, so failures join to the model's data.
     schema = f"sfa_{_schema_of(tmp_path)}"
+    assert {s.sync_log_table for s in summaries} == {f"{schema}.sync_log"}
     logged = wh.query(
         f"SELECT run_id, outcome, error_code, COUNT(*) FROM {schema}.sync_log "
         "GROUP BY run_id, outcome, error_code"

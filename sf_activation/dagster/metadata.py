@@ -100,6 +100,9 @@ def sync_metadata(summary: SyncSummary) -> dict[str, Any]:
     if summary.sync_log_url:
         # One row per row this run sent, refused or deleted (Parquet; README, "sync log").
         metadata["sync_log"] = _reject_url_value(summary.sync_log_url)
+    if summary.sync_log_table:
+        # The same rows in the warehouse (warehouse diff engine): join them to the model.
+        metadata["sync_log_table"] = dg.MetadataValue.text(summary.sync_log_table)
     if summary.stopped:
         # budget | unreachable | auth | interrupted: what the alert sensor reads.
         metadata["stopped"] = dg.MetadataValue.text(summary.stopped)
