@@ -64,7 +64,7 @@ STATE_ID_FILE = "warehouse_state_id"
 _SLUG = re.compile(r"[^a-z0-9_]")
 
 
-class WarehouseDiffError(Exception):
+class WarehouseDiffError(WarehouseError):
     """The warehouse engine cannot be used for this model (one line, says the way out)."""
 
 

@@ -462,3 +462,24 @@ def test_switching_engines_either_way_sends_nothing_that_did_not_change(
         names = {r["External_Id__c"]: r["Name"] for r in emulator.records("Account")}
         assert [names[f"E-0{i}"] for i in (5, 6, 7)] == ["Renamed 5", "Renamed 6", "Renamed 7"]
         assert len(names) == BASE_ROWS
+
+
+def test_diff_warehouse_without_its_schema_is_one_line_and_sends_nothing(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    with _duckdb(tmp_path) as w:
+        s = Scenario(tmp_path, emulator, w, "upsert", "warehouse")
+        s.insert(*[_row(i) for i in range(3)])
+        s.ws.env["SF_ACTIVATION_WAREHOUSE_URL"] = w.url
+        result = s.ws.run("sync", "accounts", check=False)
+        assert result.returncode == 1, result.stderr
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "diff: warehouse needs SF_ACTIVATION_WAREHOUSE_STATE_SCHEMA" in lines[0]
+        assert "accounts.yml" in lines[0] and "diff: local" in lines[0]
+        assert emulator.records("Account") == []
+        bad = s.ws.run(
+            "sync", "accounts", check=False, env={"SF_ACTIVATION_WAREHOUSE_STATE_SCHEMA": "a-b"}
+        )
+        assert bad.returncode != 0 and "SF_ACTIVATION_WAREHOUSE_STATE_SCHEMA='a-b'" in bad.stderr
+        assert len([ln for ln in bad.stderr.splitlines() if ln.strip()]) == 1, bad.stderr
