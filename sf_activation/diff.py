@@ -78,6 +78,11 @@ def _lit(value: str) -> str:
 REDACTED = "***REDACTED***"  # as rejects.REDACTED
 
 
+# Significant decimal digits a float64 always keeps (DBL_DIG): a decimal with no more is
+# the shortest text of its float, so that float's JSON writes it exactly.
+FLOAT_DIGITS = 15
+
+
 def payload_sql(
     fields: Iterable[str],
     alias: str | None = None,
@@ -125,7 +130,24 @@ def payload_sql(
         f"{_lit(('{' if i == 0 else ',') + json.dumps(n) + ':')} || {text(n)}"
         for i, n in enumerate(names)
     ]
-    return "(" + " || ".join(members) + " || '}')"
+    joined = "(" + " || ".join(members) + " || '}')"
+    numbers = {n: int(exact[n]) for n in names if n in exact and n not in masked}
+    if any(s > FLOAT_DIGITS for s in numbers.values()):
+        return joined
+    # A decimal of at most FLOAT_DIGITS significant digits always survives the float
+    # (`same` above holds), so rows whose every decimal is that small, nearly all of them,
+    # take json_object over the floats: the same writer, so the same bytes, at a fraction
+    # of the cost of joining texts. Only the others pay for the joined texts.
+    small = " AND ".join(
+        f"({prefix}{_q(n)} IS NULL OR abs({prefix}{_q(n)}) < "
+        f"{10 ** (FLOAT_DIGITS - s)}::DECIMAL({DECIMAL_PRECISION}, {s}))"
+        for n, s in numbers.items()
+    )
+    pairs = ", ".join(
+        f"{_lit(n)}, {prefix}{_q(n)}::DOUBLE" if n in numbers else f"{_lit(n)}, {value(n)}"
+        for n in names
+    )
+    return f"(CASE WHEN {small} THEN json_object({pairs})::VARCHAR ELSE {joined} END)"
 
 
 def decimal_fields(schema: pa.Schema) -> dict[str, int]:

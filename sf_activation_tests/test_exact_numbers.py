@@ -153,3 +153,94 @@ def test_a_model_synced_with_float_numbers_hashes_the_same_now() -> None:
     ]
     assert texts[len(kept) :] == ['{"Amount":1234567890123456.78}', '{"Amount":99999999999999.99}']
     assert new[len(kept)] == hashlib.md5(texts[len(kept)].encode()).hexdigest()
+
+
+# The canonical payloads of these rows, byte for byte, as state written by earlier
+# versions holds their md5: a change to how payloads are built must leave every one as
+# it is, or every unchanged row of a synced model would be sent again.
+_PINNED_ROWS = pa.table(
+    {
+        "Name": pa.array(['q"uote', "back\\slash", "é🎉\u2028", None, "\x01tab\t"]),
+        "NumberOfEmployees": pa.array([2**63 - 1, -(2**63), 2**53 + 1, None, 0], pa.int64()),
+        "Ratio__c": pa.array([0.1, -0.0, 1e21, None, 5e-324]),
+        "Active__c": pa.array([True, False, None, True, False]),
+        "Amount": pa.array(
+            [Decimal("1.50"), Decimal("9999999999999.99"), Decimal("10000000000000.00"), None,
+             Decimal("1234567890123456.78")],
+            pa.decimal128(38, 2),
+        ),
+        "AnnualRevenue": pa.array(
+            [Decimal("5"), Decimal("999999999999999"), Decimal("1000000000000000"),
+             Decimal("-999999999999999"), None],
+            pa.decimal128(38, 0),
+        ),
+        "Tiny__c": pa.array(
+            [Decimal("0.0000000000000001"), None, Decimal("12.5"), Decimal("0"),
+             Decimal("-1.0000000000000001")],
+            pa.decimal128(38, 16),
+        ),
+    }
+)  # fmt: skip
+_PINNED = {
+    "every field": (
+        {"Amount": 2, "AnnualRevenue": 0, "Tiny__c": 16},
+        (),
+        [
+            '{"Active__c":true,"Amount":1.5,"AnnualRevenue":5.0,"Name":"q\\"uote",'
+            '"NumberOfEmployees":9223372036854775807,"Ratio__c":0.1,"Tiny__c":1e-16}',
+            '{"Active__c":false,"Amount":9999999999999.99,"AnnualRevenue":999999999999999.0,'
+            '"Name":"back\\\\slash","NumberOfEmployees":-9223372036854775808,"Ratio__c":-0.0,'
+            '"Tiny__c":null}',
+            '{"Active__c":null,"Amount":10000000000000.0,"AnnualRevenue":1000000000000000.0,'
+            '"Name":"é🎉\u2028","NumberOfEmployees":9007199254740993,"Ratio__c":1e21,'
+            '"Tiny__c":12.5}',
+            '{"Active__c":true,"Amount":null,"AnnualRevenue":-999999999999999.0,"Name":null,'
+            '"NumberOfEmployees":null,"Ratio__c":null,"Tiny__c":0.0}',
+            '{"Active__c":false,"Amount":1234567890123456.78,"AnnualRevenue":null,'
+            '"Name":"\\u0001tab\\t","NumberOfEmployees":0,"Ratio__c":5e-324,'
+            '"Tiny__c":-1.0000000000000001}',
+        ],
+    ),
+    "scales a float keeps": (
+        {"Amount": 2, "AnnualRevenue": 0},
+        (),
+        [
+            '{"Active__c":true,"Amount":1.5,"AnnualRevenue":5.0,"Name":"q\\"uote",'
+            '"NumberOfEmployees":9223372036854775807,"Ratio__c":0.1}',
+            '{"Active__c":false,"Amount":9999999999999.99,"AnnualRevenue":999999999999999.0,'
+            '"Name":"back\\\\slash","NumberOfEmployees":-9223372036854775808,"Ratio__c":-0.0}',
+            '{"Active__c":null,"Amount":10000000000000.0,"AnnualRevenue":1000000000000000.0,'
+            '"Name":"é🎉\u2028","NumberOfEmployees":9007199254740993,"Ratio__c":1e21}',
+            '{"Active__c":true,"Amount":null,"AnnualRevenue":-999999999999999.0,"Name":null,'
+            '"NumberOfEmployees":null,"Ratio__c":null}',
+            '{"Active__c":false,"Amount":1234567890123456.78,"AnnualRevenue":null,'
+            '"Name":"\\u0001tab\\t","NumberOfEmployees":0,"Ratio__c":5e-324}',
+        ],
+    ),
+    "a redacted decimal": (
+        {"Amount": 2, "AnnualRevenue": 0},
+        ("Amount",),
+        [
+            '{"Amount":"***REDACTED***","AnnualRevenue":5.0,"Name":"q\\"uote"}',
+            '{"Amount":"***REDACTED***","AnnualRevenue":999999999999999.0,"Name":"back\\\\slash"}',
+            '{"Amount":"***REDACTED***","AnnualRevenue":1000000000000000.0,"Name":"é🎉\u2028"}',
+            '{"Amount":null,"AnnualRevenue":-999999999999999.0,"Name":null}',
+            '{"Amount":"***REDACTED***","AnnualRevenue":null,"Name":"\\u0001tab\\t"}',
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_PINNED))
+def test_canonical_payloads_are_byte_for_byte_what_state_was_hashed_from(case: str) -> None:
+    decimals, redact, expected = _PINNED[case]
+    fields = sorted({"Name", "NumberOfEmployees", "Ratio__c", "Active__c", *decimals} - (
+        {"NumberOfEmployees", "Ratio__c", "Active__c"} if redact else set()
+    ))  # fmt: skip
+    con = duckdb.connect()
+    con.register("t", _PINNED_ROWS)
+    sql = payload_sql(fields, redact=redact, decimals=decimals)
+    texts = [r[0] for r in con.sql(f"SELECT {sql} FROM t").fetchall()]
+    assert texts == expected
+    hashes = [r[0] for r in con.sql(f"SELECT md5({sql}) FROM t").fetchall()]
+    assert hashes == [hashlib.md5(t.encode()).hexdigest() for t in expected]

@@ -416,7 +416,18 @@ def _parse_datetimes_slowly(text: pa.Array) -> pa.Array:
 def _strip_nul(text: pa.Array) -> pa.Array:
     # Salesforce drops NUL characters from what it saves; sending them would make the
     # record differ from the payload the diff hashed (and the Bulk echo from the upload).
+    if not _may_hold_nul(text):
+        return text  # the common case: one pass over the bytes, no copy of the column
     return pc.replace_substring(text, "\x00", "")
+
+
+def _may_hold_nul(text: pa.Array) -> bool:
+    """False only when no value of `text` can hold a NUL: its value bytes have none (a
+    sliced array's buffer may hold bytes of other rows; those can only say True)."""
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        return True
+    data = text.buffers()[2]
+    return data is not None and data.size > 0 and not np.frombuffer(data, np.uint8).all()
 
 
 def canonical_multi_select(arr: pa.Array) -> pa.Array:
