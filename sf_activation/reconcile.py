@@ -147,42 +147,25 @@ class LedgerReconciler:
         except SalesforceError as exc:
             log.warning("bulk job %s: cannot look for rows its results lack: %s", job_id, exc)
             return got
-        now = self._now or dt.datetime.now(dt.UTC)
-        age = (now - entry.info.sent_at_dt).total_seconds()
+        age = self._age(entry)
         keep = sorted(set(range(len(got))) - set(absent))
         out = got.take(keep)
         absent_keys = [got.keys[i] for i in absent]
-        hits = sorted(found)
-        if hits:
-            out.extend(
-                Outcomes.succeeded(
-                    [absent_keys[j] for j in hits], [found[j] for j in hits], [True] * len(hits), 1
-                )
+        out.extend(
+            self._found_or_held(
+                absent_keys, found, age,
+                not_applied=f"bulk job {job_id} of run {entry.info.run_id}: in none of its "
+                f"result files and not in Salesforce {age:.0f} s after the upload: not applied",
+                held=f"bulk job {job_id} of run {entry.info.run_id}: in none of its result "
+                "files, and Salesforce does not hold the records yet; held, not sent again, "
+                f"until {self.grace_s:.0f} s after the upload",
             )
-        missing = [absent_keys[j] for j in range(len(absent)) if j not in found]
-        if missing and age >= self.grace_s:
-            out.extend(
-                Outcomes.failed(
-                    missing, NOT_APPLIED,
-                    f"bulk job {job_id} of run {entry.info.run_id}: in none of its result files "
-                    f"and not in Salesforce {age:.0f} s after the upload: not applied",
-                    retryable=True, attempts=1,
-                )
-            )  # fmt: skip
-        elif missing:
-            out.extend(
-                Outcomes.failed(
-                    missing, OUTCOME_UNKNOWN,
-                    f"bulk job {job_id} of run {entry.info.run_id}: in none of its result files, "
-                    "and Salesforce does not hold the records yet; held, not sent again, until "
-                    f"{self.grace_s:.0f} s after the upload "
-                    "(SF_ACTIVATION_UNKNOWN_OUTCOME_GRACE_S)",
-                    retryable=True, attempts=1,
-                )
-            )  # fmt: skip
+        )  # fmt: skip
+        hits = len(found)
+        missing = len(absent) - hits
         log.warning(
             "bulk job %s: %d row(s) in none of its result files: %d found in Salesforce, %d %s",
-            job_id, len(absent), len(hits), len(missing),
+            job_id, len(absent), hits, missing,
             "not applied" if age >= self.grace_s else "held",
         )  # fmt: skip
         return out
@@ -200,34 +183,44 @@ class LedgerReconciler:
                 f"Salesforce what it holds ({exc}); held, not sent again",
                 retryable=True, attempts=1,
             )  # fmt: skip
+        age = self._age(entry)
+        return self._found_or_held(
+            keys, found, age,
+            not_applied=f"not in Salesforce {age:.0f} s after the create call: not applied",
+            held=f"create call of run {entry.info.run_id} at {entry.info.sent_at} got no "
+            "answer and Salesforce does not hold the records yet; held, not sent again, "
+            f"until {self.grace_s:.0f} s after the call",
+        )  # fmt: skip
+
+    def _age(self, entry: LedgerEntry) -> float:
+        """Seconds since the entry's call or upload, by this worker's clock."""
         now = self._now or dt.datetime.now(dt.UTC)
-        age = (now - entry.info.sent_at_dt).total_seconds()
-        released = age >= self.grace_s
+        return (now - entry.info.sent_at_dt).total_seconds()
+
+    def _found_or_held(
+        self, keys: list[Any], found: dict[int, str], age: float, *, not_applied: str, held: str
+    ) -> Outcomes:
+        """Rows of an unanswered write resolved by what Salesforce holds: `found` (index
+        into `keys` -> Id) were created with that Id; the others were not applied once the
+        grace has passed, and until then are held, never sent again (a write Salesforce
+        accepted may not be visible to a query yet)."""
         out = Outcomes.empty()
-        created_keys = [keys[i] for i in sorted(found)]
-        if created_keys:
+        hits = sorted(found)
+        if hits:
             out.extend(
                 Outcomes.succeeded(
-                    created_keys, [found[i] for i in sorted(found)], [True] * len(found), 1
+                    [keys[i] for i in hits], [found[i] for i in hits], [True] * len(hits), 1
                 )
             )
-        missing = [keys[i] for i in range(rows.num_rows) if i not in found]
-        if missing and released:
+        missing = [keys[i] for i in range(len(keys)) if i not in found]
+        if missing and age >= self.grace_s:
             out.extend(
-                Outcomes.failed(
-                    missing, NOT_APPLIED,
-                    f"not in Salesforce {age:.0f} s after the create call: not applied",
-                    retryable=True, attempts=1,
-                )
-            )  # fmt: skip
+                Outcomes.failed(missing, NOT_APPLIED, not_applied, retryable=True, attempts=1)
+            )
         elif missing:
             out.extend(
                 Outcomes.failed(
-                    missing, OUTCOME_UNKNOWN,
-                    f"create call of run {entry.info.run_id} at {entry.info.sent_at} got no "
-                    f"answer and Salesforce does not hold the records yet; held, not sent "
-                    f"again, until {self.grace_s:.0f} s after the call "
-                    "(SF_ACTIVATION_UNKNOWN_OUTCOME_GRACE_S)",
+                    missing, OUTCOME_UNKNOWN, f"{held} (SF_ACTIVATION_UNKNOWN_OUTCOME_GRACE_S)",
                     retryable=True, attempts=1,
                 )
             )  # fmt: skip
