@@ -11,6 +11,7 @@ re-sent. Real command, emulator over HTTPS, DuckDB warehouse.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -69,7 +70,22 @@ def test_nul_characters_are_sent_as_salesforce_keeps_them(
         first = ws.sync("m")
         assert first["succeeded"] == 3 and first["failed"] == 0, (transport, first)
         assert {r["Notes__c"] for r in _held(emu).values()} == {"beforeafter"}
+        # What the state says was sent is what Salesforce holds (the emulator drops NULs
+        # as Salesforce does, so only the state shows whether they were sent).
+        assert _state_payload_notes(ws, "m") == ["beforeafter"] * 3, transport
         assert ws.sync("m")["sent"] == 0
+
+
+def _state_payload_notes(ws: Workspace, model: str) -> list[str]:
+    files = sorted((Path(ws.state_url) / model).glob("**/*.parquet"))
+    notes = []
+    for path in files:
+        if "ledger" in path.parts:
+            continue
+        table = pq.read_table(path)
+        if "payload" in table.column_names:
+            notes += [json.loads(p)["Notes__c"] for p in table.column("payload").to_pylist() if p]
+    return sorted(notes)
 
 
 def _rewrite_state_as_before(ws: Workspace, model: str, field: str, old_value: str) -> int:
