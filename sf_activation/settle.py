@@ -155,20 +155,27 @@ class Settler:
         ids = sf_ids.take(pa.array(idx))
         if "__sf_id" in taken.schema.names:
             ids = pc.coalesce(ids, taken.column("__sf_id"))
-        messages = [outcomes.messages[i] for i in idx.tolist()]
-        columns = field_columns(taken)
+        chosen = idx.tolist()
+        messages = [outcomes.messages[i] for i in chosen]
+        error_codes = [outcomes.error_codes[i] for i in chosen]
+        # Most calls go through whole: then there is no message to mask and no per-row
+        # dict of values to build (this runs for every row sent).
+        records: list[dict[str, Any]] | None = None
+        if any(m is not None for m in messages):
+            columns = field_columns(taken)
+            records = [
+                row_record(taken, j, columns) if m is not None else {}
+                for j, m in enumerate(messages)
+            ]
         self.sync_log.add(
             pks=taken.column("__pk"),
             sf_ids=ids,
             change=taken.column("__class") if "__class" in taken.schema.names else "added",
             outcome=outcome_labels(accepted[idx], retryable[idx]),
-            error_codes=[outcomes.error_codes[i] for i in idx.tolist()],
-            messages=messages,
-            attempts=[int(outcomes.attempts[i]) for i in idx.tolist()],
-            records=[
-                row_record(taken, j, columns) if m is not None else {}
-                for j, m in enumerate(messages)
-            ],
+            error_codes=error_codes if any(error_codes) else None,
+            messages=messages if records is not None else None,
+            attempts=np.asarray(outcomes.attempts, dtype=np.int32)[idx],
+            records=records,
         )
 
     def settle_deletes(self, outcomes: Outcomes, in_flight: InFlight) -> None:
@@ -250,7 +257,7 @@ def state_rows(batch: pa.RecordBatch, ids: pa.Array | None, status: str) -> pa.T
         "pk": state_keys(batch),
         "hash": batch.column("__hash"),
         "sf_id": ids if ids is not None else pa.nulls(n, pa.string()),
-        "status": pa.array([status] * n, pa.string()),
+        "status": pa.repeat(pa.scalar(status, pa.string()), n),
     }
     # The payload is what Salesforce accepted (`redact:` values masked); a rejected row
     # keeps none (its last accepted payload is superseded, and it is re-sent next run

@@ -272,7 +272,7 @@ def normalize_state(rows: pa.Table) -> pa.Table:
             else:
                 col = col.cast(field.type)
         elif field.name == "updated_at":
-            col = pa.array([now.as_py()] * n, field.type) if n else pa.array([], field.type)
+            col = pa.repeat(now, n)
         else:
             col = pa.nulls(n, field.type)
         arrays.append(col)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +105,7 @@ class SyncLog:
         outcome: pa.Array | str,
         error_codes: list[str | None] | None = None,
         messages: list[str | None] | None = None,
-        attempts: list[int] | None = None,
+        attempts: Sequence[int] | np.ndarray | None = None,
         records: list[dict[str, Any]] | None = None,
     ) -> None:
         """Rows of one batch. `records` (the rows' field values, only for rows with a
@@ -123,18 +123,20 @@ class SyncLog:
             ]
         batch = pa.RecordBatch.from_arrays(
             [
-                pa.array([self.run_id] * n, pa.string()),
-                pa.array([self.model] * n, pa.string()),
-                pa.array([self.object_name] * n, pa.string()),
-                pa.array([self.operation] * n, pa.string()),
+                _repeat(self.run_id, n),
+                _repeat(self.model, n),
+                _repeat(self.object_name, n),
+                _repeat(self.operation, n),
                 pk,
                 sf_ids.cast(pa.string()) if sf_ids is not None else pa.nulls(n, pa.string()),
                 _column(change, n),
                 _column(outcome, n),
                 pa.array(error_codes, pa.string()) if error_codes else pa.nulls(n, pa.string()),
                 pa.array(messages, pa.string()) if messages else pa.nulls(n, pa.string()),
-                pa.array(attempts, pa.int32()) if attempts else pa.nulls(n, pa.int32()),
-                pa.array([dt.datetime.now(dt.UTC)] * n, pa.timestamp("us", tz="UTC")),
+                pa.array(attempts, pa.int32())
+                if attempts is not None and len(attempts)
+                else pa.nulls(n, pa.int32()),
+                pa.repeat(pa.scalar(dt.datetime.now(dt.UTC), pa.timestamp("us", tz="UTC")), n),
             ],
             schema=SYNC_LOG_SCHEMA,
         )
@@ -289,9 +291,14 @@ def copy_to_warehouse(
     return rows
 
 
+def _repeat(value: str, n: int) -> pa.Array:
+    # Filled in Arrow, not converted from a Python list: this runs for every row sent.
+    return pa.repeat(pa.scalar(value, pa.string()), n)
+
+
 def _column(value: pa.Array | str, n: int) -> pa.Array:
     if isinstance(value, str):
-        return pa.array([value] * n, pa.string())
+        return _repeat(value, n)
     return value.cast(pa.string())
 
 

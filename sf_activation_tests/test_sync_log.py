@@ -88,6 +88,22 @@ def test_each_run_logs_every_row_it_sent_refused_or_deleted(
         ("P-0", "deleted"), ("P-1", "deleted"),
     ]  # fmt: skip
 
+    # A call where every record went through (written without per-row messages): each
+    # row still says what it was, which run, object and operation, and how many attempts.
+    ws.sql("UPDATE people SET last_name = 'Renamed' WHERE id = 'P-5'")
+    ws.sql("UPDATE people SET email = 'p3@private.example' WHERE id = 'P-3'")  # fixed
+    third = ws.sync("people")
+    assert (third["succeeded"], third["failed"]) == (2, 0)
+    [changed] = [
+        r for r in _log(ws) if r["run_id"] == third["run_id"] and r["primary_key"] == "P-5"
+    ]
+    assert {k: v for k, v in changed.items() if k not in ("sf_id", "logged_at")} == {
+        "run_id": third["run_id"], "model": "people", "object": "Contact",
+        "operation": "mirror", "primary_key": "P-5", "change": "changed",
+        "outcome": "succeeded", "error_code": None, "message": None, "attempts": 1,
+    }  # fmt: skip
+    assert changed["sf_id"] and changed["logged_at"] is not None
+
     # Redacted values appear nowhere in the logs.
     for f in (Path(ws.state_url) / "people" / "sync_log").rglob("*.parquet"):
         blob = f.read_bytes()
