@@ -55,8 +55,12 @@ sf-cli:
 	  fi; \
 	fi
 
+# Most tests wait on subprocesses, servers and the emulator's latency rather than compute,
+# so they run in parallel worker processes (pytest-xdist), each starting its own emulators
+# and servers on free loopback ports. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 4
 test: install system-deps sf-cli
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 lint: install
 	$(BIN)/ruff check sf_activation sf_activation_tests bench
