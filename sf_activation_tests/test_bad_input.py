@@ -605,3 +605,20 @@ def test_no_temporary_file_outlives_the_command(ws: Workspace) -> None:
         args = (command,) if command == "validate" else (command, "m")
         ws.run(*args, env={"TMPDIR": str(tmp)})
         assert sorted(p.name for p in tmp.iterdir()) == [], command
+
+
+@pytest.mark.parametrize("command", ["validate", "sync"])
+def test_a_ca_bundle_that_is_not_a_certificate_is_named_in_one_line(
+    ws: Workspace, command: str
+) -> None:
+    create_accounts(ws, 3)
+    ws.model("m", GOOD_MODEL)
+    bundle = ws.root / "corp-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    args = (command,) if command == "validate" else (command, "m")
+    result = ws.run(*args, check=False, env={"SALESFORCE_CA_BUNDLE": str(bundle)})
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr, result.stderr
+    text = result.stdout + result.stderr
+    assert "SALESFORCE_CA_BUNDLE" in text and str(bundle) in text, text
+    assert ws.write_calls() == 0

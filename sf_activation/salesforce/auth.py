@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import re
+import ssl
 import tempfile
 import threading
 import time
@@ -201,7 +202,18 @@ class SalesforceSession:
         # (about 1 ms each); they are read once per host instead.
         self.http.trust_env = False
         self._proxies: dict[str, dict[str, str]] = {}
-        self.api_http = ApiHttp(verify=self.verify, timeout=timeout, pool_size=pool_size)
+        try:
+            self.api_http = ApiHttp(verify=self.verify, timeout=timeout, pool_size=pool_size)
+        except ssl.SSLError:  # the trust is loaded here, once, not per connection
+            where = (
+                f"SALESFORCE_CA_BUNDLE={settings.ca_bundle}"
+                if settings.ca_bundle is not None
+                else "the public CA bundle (certifi)"
+            )
+            raise SalesforceError(
+                f"{where} holds something that is not a PEM certificate; "
+                "point it at the CA's certificate in PEM form (-----BEGIN CERTIFICATE-----)"
+            ) from None
         self._lock = threading.Lock()
         self._token: str | None = None
         self._token_generation = 0
