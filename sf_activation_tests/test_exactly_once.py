@@ -435,7 +435,9 @@ def test_on_s3_a_dead_runs_lease_expires_and_the_next_run_reconciles_its_ledger(
     emulator_once.reset()
     ws = Workspace(tmp_path / "ws", emulator_once, rejects_url=f"{s3_url}/rejects")
     ws.state_url = f"{s3_url}/state"
-    ws.env.update({"SF_ACTIVATION_STATE_URL": ws.state_url, "SF_ACTIVATION_LEASE_TTL_S": "2"})
+    # A lease long enough to outlast starting the next process on a loaded machine (at 2 s,
+    # the refused run below sometimes started after it had expired), short for a test.
+    ws.env.update({"SF_ACTIVATION_STATE_URL": ws.state_url, "SF_ACTIVATION_LEASE_TTL_S": "10"})
     create_accounts(ws, ROWS)
     _model(ws, "insert", "composite", key_field="Description")
     killed = ws.run(
