@@ -117,6 +117,9 @@ class Settler:
             self.summary.retried += int(np.count_nonzero(retryable))
             self.summary.failed += int(np.count_nonzero(refused))
         sf_ids = pa.array(outcomes.sf_ids, pa.string())
+        attempts = np.asarray(outcomes.attempts, dtype=np.int32)
+        # Most outcomes say nothing but "done": then no batch has a message or code to log.
+        quiet = not any(outcomes.error_codes) and all(m is None for m in outcomes.messages)
         commits: list[pa.Table] = []
         for number, batch, mine in in_flight.by_batch(numbers):
             ok = mine & accepted
@@ -134,7 +137,7 @@ class Settler:
                 ids = taken.column("__sf_id") if "__sf_id" in batch.schema.names else None
                 commits.append(state_rows(taken, ids, "rejected"))
             if self.sync_log is not None:
-                self._log(batch, rows, mine, outcomes, sf_ids, accepted, retryable)
+                self._log(batch, rows, mine, outcomes, sf_ids, accepted, retryable, attempts, quiet)
             in_flight.settle(number, int(np.count_nonzero(mine)))
         return commits
 
@@ -147,21 +150,24 @@ class Settler:
         sf_ids: pa.Array,
         accepted: np.ndarray,
         retryable: np.ndarray,
+        attempts: np.ndarray,
+        quiet: bool,
     ) -> None:
-        """This batch's outcomes into the run's sync log."""
+        """This batch's outcomes into the run's sync log; `quiet`: no outcome has an error
+        code or message (no per-row message to mask, no dict of values to build)."""
         assert self.sync_log is not None
         idx = np.flatnonzero(mine)
         taken = batch.take(pa.array(rows[idx]))
         ids = sf_ids.take(pa.array(idx))
         if "__sf_id" in taken.schema.names:
             ids = pc.coalesce(ids, taken.column("__sf_id"))
-        chosen = idx.tolist()
-        messages = [outcomes.messages[i] for i in chosen]
-        error_codes = [outcomes.error_codes[i] for i in chosen]
-        # Most calls go through whole: then there is no message to mask and no per-row
-        # dict of values to build (this runs for every row sent).
+        messages: list[str | None] | None = None
+        error_codes: list[str | None] | None = None
         records: list[dict[str, Any]] | None = None
-        if any(m is not None for m in messages):
+        if not quiet:
+            chosen = idx.tolist()
+            messages = [outcomes.messages[i] for i in chosen]
+            error_codes = [outcomes.error_codes[i] for i in chosen]
             columns = field_columns(taken)
             records = [
                 row_record(taken, j, columns) if m is not None else {}
@@ -172,9 +178,9 @@ class Settler:
             sf_ids=ids,
             change=taken.column("__class") if "__class" in taken.schema.names else "added",
             outcome=outcome_labels(accepted[idx], retryable[idx]),
-            error_codes=error_codes if any(error_codes) else None,
-            messages=messages if records is not None else None,
-            attempts=np.asarray(outcomes.attempts, dtype=np.int32)[idx],
+            error_codes=error_codes,
+            messages=messages,
+            attempts=attempts[idx],
             records=records,
         )
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sf_activation.state import StateStore
 from sf_activation_tests.support.emulator import EmulatorHandle
 from sf_activation_tests.support.workspace import Workspace
 
@@ -77,15 +78,8 @@ def test_nul_characters_are_sent_as_salesforce_keeps_them(
 
 
 def _state_payload_notes(ws: Workspace, model: str) -> list[str]:
-    files = sorted((Path(ws.state_url) / model).glob("**/*.parquet"))
-    notes = []
-    for path in files:
-        if "ledger" in path.parts:
-            continue
-        table = pq.read_table(path)
-        if "payload" in table.column_names:
-            notes += [json.loads(p)["Notes__c"] for p in table.column("payload").to_pylist() if p]
-    return sorted(notes)
+    payloads = StateStore(ws.state_url, model).load(["payload"]).column("payload").to_pylist()
+    return sorted(json.loads(p)["Notes__c"] for p in payloads if p)
 
 
 def _rewrite_state_as_before(ws: Workspace, model: str, field: str, old_value: str) -> int:
